@@ -1,0 +1,56 @@
+"""agent-coordinator: shared agent sessions, project records and audit events on Redis.
+
+from coordinator import Coordinator
+c = Coordinator.from_url("redis://127.0.0.1:6379/0", namespace="coord")
+s = c.start_session("agent-1")
+c.set_current_project("agent-1", "proj-a", s.session_id, expected_version=0)
+"""
+
+from coordinator.aio import AsyncCoordinator
+from coordinator.client import Coordinator
+from coordinator.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
+from coordinator.errors import (
+    AccessDenied,
+    ConfigurationError,
+    ConflictError,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    InvalidInputError,
+    ReplicationTimeout,
+    RequestIdReusedError,
+    SessionAlreadyActive,
+    SessionLeaseExpired,
+    ShardCountMismatch,
+    UnexpectedReply,
+)
+from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
+from coordinator.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "AgentEvent",
+    "AgentProject",
+    "AsyncCoordinator",
+    "ConfigurationError",
+    "ConflictError",
+    "Coordinator",
+    "CoordinatorError",
+    "CoordinatorUnavailable",
+    "DataDirInUse",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "EventType",
+    "InvalidInputError",
+    "Lease",
+    "ReplicationTimeout",
+    "RequestIdReusedError",
+    "Session",
+    "SessionAlreadyActive",
+    "SessionLeaseExpired",
+    "Settings",
+    "ShardCountMismatch",
+    "UnexpectedReply",
+    "__version__",
+]

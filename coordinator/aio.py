@@ -1,0 +1,286 @@
+"""AsyncCoordinator: the asyncio client.
+
+This shell only executes the calls that :mod:`coordinator.core` builds; all
+validation, encoding, decoding and error mapping live there. ``coordinator/client.py``
+(the synchronous ``Coordinator``) is generated from this file by
+``scripts/unasync.py``; edit this file and regenerate, never the other.
+"""
+
+from __future__ import annotations
+
+import random
+from asyncio import Lock, sleep
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from coordinator.connection import (
+    AsyncRedisClient,
+    cluster_hint,
+    open_async_client,
+    parse_cluster_info,
+)
+from coordinator.core import (
+    RETRYABLE,
+    Call,
+    Command,
+    CoordinatorCore,
+    Emit,
+    Op,
+    Plan,
+    Script,
+    StreamPlan,
+)
+from coordinator.errors import CoordinatorUnavailable
+from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.scripts import sources
+from coordinator.settings import Settings
+
+T = TypeVar("T")
+
+#: Reason recorded when an operator revokes without giving one.
+DEFAULT_REVOKE_REASON = "revoked by an operator"
+
+
+class AsyncCoordinator:
+    """Shared agent sessions, project records and audit events on Redis (asyncio).
+
+    Connects lazily: the first call detects cluster mode (unless ``cluster`` is set),
+    loads the scripts and checks the namespace's recorded shard count.
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        if settings is None:
+            settings = Settings.from_env(**overrides)
+        elif overrides:
+            settings = Settings(**{**dict(settings), **overrides})
+        self.settings = settings
+        self._core = CoordinatorCore(settings)
+        self._client: AsyncRedisClient | None = None
+        self._scripts: dict[str, Any] = {}
+        self._lock = Lock()
+        self._rng = random.Random()
+        #: Whether the connected Redis runs in cluster mode (known after the first call).
+        self.cluster: bool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> AsyncCoordinator:
+        """Connect to ``url``; other settings from ``overrides`` (e.g. ``namespace``,
+        ``lease_ttl``, ``cluster``), then ``COORDINATOR_*`` variables, then defaults."""
+        return cls(Settings.from_url(url, **overrides))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(url={self.settings.safe_redis_url!r}, "
+            f"namespace={self.settings.namespace!r})"
+        )
+
+    async def __aenter__(self) -> AsyncCoordinator:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections. The object may be used again (it reconnects)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def start_session(
+        self,
+        agent_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        ttl: float | None = None,
+        exclusive: bool = False,
+    ) -> Session:
+        """Start a session (a lease of ``ttl`` seconds, default ``lease_ttl``).
+
+        A live session of the same agent is superseded (its later calls fail with
+        reason ``superseded``) unless ``exclusive``, which raises SessionAlreadyActive.
+        Raises InvalidInputError, SessionAlreadyActive, CoordinatorUnavailable.
+        """
+        return await self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+
+    async def heartbeat_session(self, session_id: str, *, ttl: float | None = None) -> Session:
+        """Extend the session's lease by its TTL (or a new ``ttl``).
+
+        Raises SessionLeaseExpired when the session is not alive (reason says why).
+        """
+        return await self._run(self._core.heartbeat(session_id, ttl))
+
+    async def end_session(self, agent_id: str, session_id: str) -> bool:
+        """End the session; True if it is now ended by this call or an earlier one."""
+        return await self._run(self._core.end_session(agent_id, session_id))
+
+    async def revoke_session(self, agent_id: str, reason: str = DEFAULT_REVOKE_REASON) -> bool:
+        """Operator action: end the agent's live session (audited with ``reason``).
+
+        Returns False when the agent had no live session.
+        """
+        return await self._run(self._core.revoke_session(agent_id, reason))
+
+    async def cleanup_expired_sessions(self) -> int:
+        """Audit every lapsed lease as ``session_expired``; returns how many this call
+        reaped (each expiry is reaped once across all processes)."""
+        return await self._drive(self._core.cleanup_expired())
+
+    async def list_leases(self, agent_id: str | None = None) -> list[Lease]:
+        """Every live lease (or the given agent's). See iter_leases for large fleets."""
+        return [lease async for lease in self.iter_leases(agent_id)]
+
+    async def iter_leases(
+        self, agent_id: str | None = None, *, page_size: int = 500
+    ) -> AsyncIterator[Lease]:
+        """Live leases, fetched ``page_size`` at a time per shard."""
+        async for lease in self._iterate(self._core.leases(agent_id, page_size)):
+            yield lease
+
+    # --- project records ------------------------------------------------------------
+
+    async def set_current_project(
+        self,
+        agent_id: str,
+        project_name: str | None,
+        session_id: str,
+        expected_version: int | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> AgentProject:
+        """Compare-and-set the agent's project with its live session.
+
+        ``expected_version``: None writes unconditionally, N only if the stored
+        version is N, 0 only if the agent has no record. ``project_name=None`` clears.
+        A repeated ``request_id`` returns the first result instead of writing again.
+        Raises ConflictError (with ``current``), SessionLeaseExpired,
+        InvalidInputError, CoordinatorUnavailable.
+        """
+        op = self._core.set_project(
+            agent_id, project_name, session_id, expected_version, request_id
+        )
+        return await self._run(op)
+
+    async def get_current_project(self, agent_id: str) -> AgentProject | None:
+        """The agent's record, or None if it never had one (a cleared record has
+        ``project_name=None`` and keeps its version)."""
+        return await self._run(self._core.get_project(agent_id))
+
+    async def get_current_projects(self, agent_ids: Sequence[str]) -> list[AgentProject | None]:
+        """Records of several agents in one round trip, in the order given."""
+        return await self._run(self._core.projects(agent_ids))
+
+    # --- events ---------------------------------------------------------------------
+
+    async def get_agent_events(
+        self,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AgentEvent]:
+        """Newest-first audit events, optionally filtered by agent, type and time."""
+        plan = self._core.stream_events(agent_id, event_type, limit, since, until)
+        return await self._drive(plan)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def redis(self) -> AsyncRedisClient:
+        """The connected redis-py client (for admin tooling)."""
+        return self._client or await self._ready()
+
+    async def _ready(self) -> AsyncRedisClient:
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            cluster = cluster_hint(self.settings)
+            if cluster is None:
+                probe = open_async_client(self.settings, cluster=False)
+                try:
+                    cluster = parse_cluster_info(
+                        await self._call(probe, Command("info", ("cluster",)))
+                    )
+                finally:
+                    await probe.aclose()
+            try:
+                client = open_async_client(self.settings, cluster)
+            except (RedisError, RedisClusterException) as exc:
+                raise self._core.unavailable(exc, Command("connect")) from exc
+            self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+            try:
+                init = self._core.init_namespace()
+                init.decode(await self._call(client, init.call))
+            except BaseException:
+                await client.aclose()
+                raise
+            self.cluster = cluster
+            self._client = client
+            return client
+
+    async def _run(self, op: Op[T]) -> T:
+        client = self._client or await self._ready()
+        return op.decode(await self._call(client, op.call))
+
+    async def _drive(self, plan: Plan[T]) -> T:
+        client = self._client or await self._ready()
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._call(client, plan.send(reply))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _iterate(self, plan: StreamPlan[T]) -> AsyncIterator[T]:
+        client = self._client or await self._ready()
+        reply: Any = None
+        while True:
+            try:
+                step = plan.send(reply)
+            except StopIteration:
+                return
+            if isinstance(step, Emit):
+                for item in step.items:
+                    yield item
+                reply = None
+            else:
+                reply = await self._call(client, step)
+
+    async def _call(self, client: AsyncRedisClient, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await self._execute(client, call)
+            except RETRYABLE as exc:
+                delay = self._core.retry_delay(call, attempt, exc, self._rng)
+                if delay is None:
+                    raise self._core.unavailable(exc, call) from exc
+                attempt += 1
+                await sleep(delay)
+            except RedisError as exc:
+                raise self._core.redis_error(exc, call) from exc
+            except RedisClusterException as exc:
+                raise CoordinatorUnavailable(
+                    f"Redis Cluster at {self.settings.safe_redis_url} is unavailable: {exc}"
+                ) from exc
+
+    async def _execute(self, client: AsyncRedisClient, call: Call) -> Any:
+        if type(call) is Script:
+            return await self._scripts[call.name](keys=call.keys, args=call.args)
+        if type(call) is Command:
+            return await getattr(client, call.method)(*call.args, **call.kwargs)
+        pipe = client.pipeline(transaction=False)
+        for command in call.commands:  # type: ignore[union-attr]
+            getattr(pipe, command.method)(*command.args, **command.kwargs)
+        return await pipe.execute()

@@ -1,0 +1,182 @@
+"""Redis clients from :class:`~coordinator.settings.Settings`: single node, TLS, unix
+socket, Sentinel and Cluster, sync and asyncio.
+
+redis-py's own retries are switched off (its default re-sends any command up to ten
+times after a timeout, which would apply a non-idempotent script twice); the
+coordinator retries only calls that are safe to repeat (see ``core.retry_delay``).
+
+URL forms::
+
+    redis://[user@]host:port/db            rediss://... (TLS)      unix:///path.sock?db=0
+    redis://host1:port,host2:port          several seeds: a Redis Cluster
+    redis+sentinel://[user@]s1:26379,s2:26379/<service>[/db]   (rediss+sentinel: TLS)
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.backoff import NoBackoff
+
+from coordinator.errors import InvalidInputError
+from coordinator.settings import Settings
+
+RedisClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+AsyncRedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+
+def _no_retry() -> redis.retry.Retry:
+    return redis.retry.Retry(NoBackoff(), 0)
+
+
+def _no_retry_async() -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(NoBackoff(), 0)
+
+
+def is_sentinel_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("redis+sentinel", "rediss+sentinel")
+
+
+def _seeds(url: str) -> list[tuple[str, int]]:
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    seeds = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host:
+            host, port = port, "6379"
+        try:
+            seeds.append((host.strip("[]"), int(port)))
+        except ValueError:
+            raise InvalidInputError("redis_url", f"bad host:port {part!r}") from None
+    return seeds
+
+
+def is_multi_seed(url: str) -> bool:
+    return "," in urlsplit(url).netloc
+
+
+def connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by every connection the coordinator opens."""
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "health_check_interval": 0,
+    }
+    if settings.client_name:
+        kwargs["client_name"] = settings.client_name
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    if settings.max_connections:
+        kwargs["max_connections"] = settings.max_connections
+    if urlsplit(settings.redis_url).scheme.startswith("rediss"):
+        kwargs.update(tls_kwargs(settings))
+    return kwargs
+
+
+def tls_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if settings.tls_verify else ssl.CERT_NONE,
+        "ssl_check_hostname": settings.tls_verify,
+    }
+    if settings.tls_ca_certs:
+        kwargs["ssl_ca_certs"] = settings.tls_ca_certs
+    if settings.tls_certfile:
+        kwargs["ssl_certfile"] = settings.tls_certfile
+    if settings.tls_keyfile:
+        kwargs["ssl_keyfile"] = settings.tls_keyfile
+    return kwargs
+
+
+def sentinel_target(settings: Settings) -> tuple[list[tuple[str, int]], str, int]:
+    """(sentinel addresses, service name, db) of a ``redis+sentinel://`` URL."""
+    parts = urlsplit(settings.redis_url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise InvalidInputError("redis_url", "a sentinel URL needs a service name: .../mymaster")
+    try:
+        db = int(path[1]) if len(path) > 1 else 0
+    except ValueError:
+        raise InvalidInputError("redis_url", f"bad database number {path[1]!r}") from None
+    return _seeds(settings.redis_url), path[0], db
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    # Sentinels get the timeouts and TLS of the data nodes; ACL credentials apply to
+    # the data nodes only (sentinels usually run without them).
+    kwargs = connection_kwargs(settings)
+    kwargs.pop("username", None)
+    kwargs.pop("password", None)
+    kwargs.pop("client_name", None)
+    return kwargs
+
+
+def open_client(settings: Settings, cluster: bool) -> RedisClient:
+    """A synchronous client (not yet connected; redis-py connects lazily)."""
+    kwargs = connection_kwargs(settings)
+    url = settings.redis_url
+    if is_sentinel_url(url):
+        addresses, service, db = sentinel_target(settings)
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            addresses, sentinel_kwargs=_sentinel_kwargs(settings), **kwargs
+        )
+        client: RedisClient = sentinel.master_for(  # type: ignore[no-untyped-call]
+            service, db=db, retry=_no_retry(), **kwargs
+        )
+        return client
+    if cluster:
+        kwargs.pop("health_check_interval")
+        if is_multi_seed(url):
+            nodes = [redis.cluster.ClusterNode(h, p) for h, p in _seeds(url)]  # type: ignore[no-untyped-call]
+            return redis.cluster.RedisCluster(startup_nodes=nodes, retry=_no_retry(), **kwargs)
+        return redis.cluster.RedisCluster.from_url(url, retry=_no_retry(), **kwargs)
+    return redis.Redis.from_url(url, retry=_no_retry(), **kwargs)
+
+
+def open_async_client(settings: Settings, cluster: bool) -> AsyncRedisClient:
+    """An asyncio client (not yet connected)."""
+    kwargs = connection_kwargs(settings)
+    url = settings.redis_url
+    if is_sentinel_url(url):
+        addresses, service, db = sentinel_target(settings)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            addresses, sentinel_kwargs=_sentinel_kwargs(settings), **kwargs
+        )
+        client: AsyncRedisClient = sentinel.master_for(
+            service, db=db, retry=_no_retry_async(), **kwargs
+        )
+        return client
+    if cluster:
+        kwargs.pop("health_check_interval")
+        if is_multi_seed(url):
+            nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in _seeds(url)]
+            return redis.asyncio.cluster.RedisCluster(
+                startup_nodes=nodes, retry=_no_retry_async(), **kwargs
+            )
+        return redis.asyncio.cluster.RedisCluster.from_url(url, retry=_no_retry_async(), **kwargs)
+    return redis.asyncio.Redis.from_url(url, retry=_no_retry_async(), **kwargs)
+
+
+def cluster_hint(settings: Settings) -> bool | None:
+    """Cluster mode when it is known without asking the server, else None."""
+    if settings.cluster is not None:
+        return settings.cluster
+    if is_sentinel_url(settings.redis_url):
+        return False
+    if is_multi_seed(settings.redis_url):
+        return True
+    return None
+
+
+def parse_cluster_info(info: dict[str, Any]) -> bool:
+    return str(info.get("cluster_enabled", "0")) == "1"

@@ -1,0 +1,523 @@
+"""The pure core shared by :class:`Coordinator` and :class:`AsyncCoordinator`.
+
+Nothing here does I/O. Each operation validates and encodes its arguments into a
+*call* (a script, a command or a pipelined batch of commands) plus a decoder that
+turns the reply into a model or raises the mapped exception. Operations that need
+several round trips are generators ("plans") that yield calls and receive replies;
+a plan that streams results also yields :class:`Emit` items. The sync and async
+shells only execute calls, so behaviour cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
+
+import redis.exceptions as rx
+
+from coordinator import validation
+from coordinator.constants import SCHEMA_VERSION
+from coordinator.errors import (
+    AccessDenied,
+    ConfigurationError,
+    ConflictError,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    RequestIdReusedError,
+    SessionAlreadyActive,
+    SessionLeaseExpired,
+    ShardCountMismatch,
+    UnexpectedReply,
+)
+from coordinator.events import (
+    datetime_to_ms,
+    decode_entry,
+    matches,
+    ms_to_datetime,
+    stream_id_key,
+)
+from coordinator.keys import KeySpace
+from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.settings import Settings
+
+T = TypeVar("T")
+
+# --- calls -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """Run a registered Lua script (``EVALSHA``, loading it on ``NOSCRIPT``)."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+    #: Safe to send again after a connection failure (idempotent).
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Call a redis-py client method by name (so sync, async and cluster all work)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Read-only commands sent in one pipeline (non-transactional, cluster-aware)."""
+
+    commands: tuple[Command, ...]
+    retry: bool = True
+
+
+Call: TypeAlias = Script | Command | Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Emit(Generic[T]):
+    """Items a streaming plan hands to its caller."""
+
+    items: Sequence[T]
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[T]):
+    """A single round trip: one call and the decoder of its reply."""
+
+    call: Call
+    decode: Callable[[Any], T]
+
+
+Plan: TypeAlias = Generator[Call, Any, T]
+StreamPlan: TypeAlias = Generator["Call | Emit[T]", Any, None]
+
+# --- script reply codes (the one table mapping them to exceptions is _raise_for) ----
+
+OK: Final = 0
+CONFLICT: Final = 1
+LEASE: Final = 2
+EXCLUSIVE: Final = 3
+REQUEST_REUSED: Final = 4
+
+#: Lease hash fields read for listings, in this order.
+LEASE_FIELDS: Final = ("sid", "start", "hb", "exp", "ttl", "meta")
+#: Project record fields of the agent hash, in this order.
+RECORD_FIELDS: Final = ("p", "v", "ps", "pu", "pt")
+
+_dt = ms_to_datetime
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+class CoordinatorCore:
+    """Validation, encoding and decoding for one namespace; holds no connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeySpace(settings.namespace, settings.shards)
+        self.lease_ttl_ms = round(settings.lease_ttl * 1000)
+        self.request_ttl_ms = round(settings.request_ttl * 1000)
+
+    # --- namespace ------------------------------------------------------------------
+
+    def init_namespace(self) -> Op[None]:
+        call = Script(
+            "init_namespace", (self.keys.meta,), (self.keys.shards, SCHEMA_VERSION), retry=True
+        )
+
+        def decode(reply: Any) -> None:
+            recorded = int(reply[0])
+            if recorded != self.keys.shards:
+                raise ShardCountMismatch(self.keys.namespace, self.keys.shards, recorded)
+            if int(reply[1]) != SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"namespace {self.keys.namespace!r} has key schema {reply[1]}; "
+                    f"this client speaks {SCHEMA_VERSION}"
+                )
+
+        return Op(call, decode)
+
+    # --- sessions -------------------------------------------------------------------
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        if ttl is None:
+            return self.lease_ttl_ms
+        return round(validation.ttl_seconds(ttl) * 1000)
+
+    def start_session(
+        self, agent_id: str, metadata: Mapping[str, Any] | None, ttl: float | None, exclusive: bool
+    ) -> Op[Session]:
+        agent = validation.agent_id(agent_id)
+        meta = validation.metadata(metadata)
+        ttl_ms = self._ttl_ms(ttl)
+        nonce = secrets.token_hex(8)
+        keys = self.keys.agent_keys(agent)
+        call = Script(
+            "start_session",
+            keys.script_keys,
+            (agent, nonce, ttl_ms, "1" if exclusive else "0", meta),
+        )
+
+        def decode(reply: Any) -> Session:
+            if reply[0] == OK:
+                token = int(reply[1])
+                return Session(
+                    session_id=validation.format_session_id(agent, token, nonce),
+                    agent_id=agent,
+                    fencing_token=token,
+                    started_at=_dt(reply[2]),
+                    last_heartbeat=_dt(reply[2]),
+                    expires_at=_dt(reply[3]),
+                    ttl=ttl_ms / 1000,
+                    metadata=validation.decode_metadata(meta),
+                )
+            _raise_for(reply, agent=agent)
+
+        return Op(call, decode)
+
+    def heartbeat(self, session_id: str, ttl: float | None) -> Op[Session]:
+        agent, token = validation.session_id(session_id)
+        keys = self.keys.agent_keys(agent)
+        new_ttl = "" if ttl is None else self._ttl_ms(ttl)
+        call = Script(
+            "heartbeat", keys.script_keys, (agent, session_id, token, new_ttl), retry=True
+        )
+
+        def decode(reply: Any) -> Session:
+            if reply[0] == OK:
+                return Session(
+                    session_id=session_id,
+                    agent_id=agent,
+                    fencing_token=token,
+                    started_at=_dt(reply[1]),
+                    last_heartbeat=_dt(reply[2]),
+                    expires_at=_dt(reply[3]),
+                    ttl=int(reply[4]) / 1000,
+                    metadata=validation.decode_metadata(reply[5]),
+                )
+            _raise_for(reply, agent=agent, session_id=session_id)
+
+        return Op(call, decode)
+
+    def end_session(self, agent_id: str, session_id: str) -> Op[bool]:
+        agent = validation.agent_id(agent_id)
+        owner, _ = validation.session_id(session_id)
+        keys = self.keys.agent_keys(agent)
+        foreign = "1" if owner != agent else "0"
+        # Idempotent by design: ending an ended session answers True again.
+        call = Script("end_session", keys.script_keys, (agent, session_id, foreign), retry=True)
+        return Op(call, _decode_flag)
+
+    def revoke_session(self, agent_id: str, reason: str) -> Op[bool]:
+        agent = validation.agent_id(agent_id)
+        text = validation.reason(reason)
+        keys = self.keys.agent_keys(agent)
+        return Op(Script("revoke_session", keys.script_keys, (agent, text)), _decode_flag)
+
+    # --- project records ------------------------------------------------------------
+
+    def set_project(
+        self,
+        agent_id: str,
+        project_name: str | None,
+        session_id: str,
+        expected_version: int | None,
+        request_id: str | None,
+    ) -> Op[AgentProject]:
+        agent = validation.agent_id(agent_id)
+        project = validation.project_name(project_name)
+        owner, token = validation.session_id(session_id)
+        expected = validation.optional_version(expected_version)
+        rid = validation.request_id(request_id)
+        keys = self.keys.agent_keys(agent)
+        args: tuple[str | int, ...] = (
+            agent,
+            session_id,
+            token,
+            project or "",
+            "" if expected is None else expected,
+            "1" if owner != agent else "0",
+        )
+        if rid is None:
+            call = Script("set_project", keys.script_keys, args)
+        else:
+            # With a request id the write is idempotent, so it may be retried.
+            call = Script(
+                "set_project",
+                (*keys.script_keys, self.keys.request(agent, rid)),
+                (*args, self.request_ttl_ms),
+                retry=True,
+            )
+
+        def decode(reply: Any) -> AgentProject:
+            code = int(reply[0])  # a replayed reply carries strings
+            if code == OK:
+                return AgentProject(
+                    agent_id=agent,
+                    project_name=project,
+                    version=int(reply[1]),
+                    session_id=session_id,
+                    updated_by=agent,
+                    updated_at=_dt(reply[2]),
+                    fencing_token=token,
+                )
+            _raise_for(reply, agent=agent, session_id=session_id, expected=expected, request_id=rid)
+
+        return Op(call, decode)
+
+    def get_project(self, agent_id: str) -> Op[AgentProject | None]:
+        agent = validation.agent_id(agent_id)
+        call = Command("hmget", (self.keys.agent(agent), *RECORD_FIELDS))
+        return Op(call, lambda reply: record_from(agent, reply))
+
+    # --- reaping --------------------------------------------------------------------
+
+    def cleanup_expired(self, batch: int = 256) -> Plan[int]:
+        """Reap every shard's lapsed leases; returns how many this call reaped."""
+        reaped = 0
+        while True:
+            seconds, micros = yield Command("time")
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            due_by_shard = yield Batch(
+                tuple(
+                    Command(
+                        "zrangebyscore",
+                        (self.keys.index(s), "-inf", now_ms),
+                        {"start": 0, "num": batch},
+                    )
+                    for s in range(self.keys.shards)
+                )
+            )
+            again = False
+            for shard, due in enumerate(due_by_shard):
+                if not due:
+                    continue
+                keys: list[str] = [self.keys.index(shard), self.keys.stream(shard)]
+                for agent in due:
+                    ak = self.keys.agent_keys(agent)
+                    keys += (ak.lease, ak.agent)
+                # Re-running reaps nothing twice (each expiry is audited once), so retry.
+                reaped += int((yield Script("reap_expired", tuple(keys), tuple(due), retry=True)))
+                again = again or len(due) == batch
+            if not again:
+                return reaped
+
+    # --- listings -------------------------------------------------------------------
+
+    def leases(self, agent_id: str | None, page_size: int = 500) -> StreamPlan[Lease]:
+        """Live leases, shard by shard, one page at a time (never all in memory)."""
+        if agent_id is not None:
+            agent = validation.agent_id(agent_id)
+            reply = yield Command("hmget", (self.keys.lease(agent), *LEASE_FIELDS))
+            lease = lease_from(agent, reply)
+            if lease is not None:
+                yield Emit([lease])
+            return
+        for shard in range(self.keys.shards):
+            cursor: int = 0
+            seen: set[str] = set()  # ZSCAN may repeat members while the set rehashes
+            while True:
+                cursor, members = yield Command(
+                    "zscan", (self.keys.index(shard), cursor), {"count": page_size}
+                )
+                agents = [m for m, _ in members if m not in seen]
+                seen.update(agents)
+                if agents:
+                    replies = yield Batch(
+                        tuple(Command("hmget", (self.keys.lease(a), *LEASE_FIELDS)) for a in agents)
+                    )
+                    page = [lease_from(a, r) for a, r in zip(agents, replies, strict=True)]
+                    live = [lease for lease in page if lease is not None]
+                    if live:
+                        yield Emit(live)
+                if int(cursor) == 0:
+                    break
+
+    def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
+        """Project records of several agents in one pipelined round trip."""
+        agents = [validation.agent_id(a) for a in agent_ids]
+        call = Batch(tuple(Command("hmget", (self.keys.agent(a), *RECORD_FIELDS)) for a in agents))
+        return Op(
+            call, lambda replies: [record_from(a, r) for a, r in zip(agents, replies, strict=True)]
+        )
+
+    # --- events ---------------------------------------------------------------------
+
+    def stream_events(
+        self,
+        agent_id: str | None,
+        event_type: str | None,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page: int = 200,
+    ) -> Plan[list[AgentEvent]]:
+        """Newest-first events still in the shard streams, filtered, at most ``limit``."""
+        agent = None if agent_id is None else validation.agent_id(agent_id)
+        etype = validation.event_type(event_type)
+        limit = validation.limit(limit)
+        shards = [self.keys.shard_of(agent)] if agent is not None else list(range(self.keys.shards))
+        low = "-" if since is None else str(datetime_to_ms(since))
+        upper = {s: "+" if until is None else str(datetime_to_ms(until)) for s in shards}
+        found: dict[int, list[AgentEvent]] = {s: [] for s in shards}
+        active = list(shards)
+        while active:
+            replies = yield Batch(
+                tuple(
+                    Command("xrevrange", (self.keys.stream(s), upper[s], low), {"count": page})
+                    for s in active
+                )
+            )
+            still = []
+            for shard, entries in zip(active, replies, strict=True):
+                for entry_id, fields in entries:
+                    if matches(fields, agent, etype):
+                        found[shard].append(decode_entry(shard, entry_id, fields))
+                if len(entries) == page and len(found[shard]) < limit:
+                    upper[shard] = "(" + entries[-1][0]
+                    still.append(shard)
+            active = still
+        merged = [event for events in found.values() for event in events]
+        merged.sort(key=lambda e: (stream_id_key(e.stream_id), e.shard), reverse=True)
+        return merged[:limit]
+
+    # --- failures -------------------------------------------------------------------
+
+    def retry_delay(
+        self, call: Call, attempt: int, exc: BaseException, rng: random.Random
+    ) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
+        if attempt + 1 >= max(self.settings.retry_attempts, 1):
+            return None
+        if not (call.retry or not_applied(exc)):
+            return None
+        cap = min(self.settings.retry_backoff_cap, self.settings.retry_backoff * 2**attempt)
+        return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
+
+    def unavailable(self, exc: BaseException, call: Call) -> CoordinatorUnavailable:
+        maybe = isinstance(call, Script) and not call.retry and not not_applied(exc)
+        hint = " (the write may have been applied; retry with a request_id)" if maybe else ""
+        return CoordinatorUnavailable(
+            f"Redis at {self.settings.safe_redis_url} is unavailable: {exc}{hint}",
+            maybe_applied=maybe,
+        )
+
+    def redis_error(self, exc: rx.RedisError, call: Call) -> CoordinatorError:
+        """Map a Redis error reply to the package's exceptions."""
+        if isinstance(exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError):
+            return AccessDenied(f"Redis at {self.settings.safe_redis_url} refused access: {exc}")
+        if isinstance(exc, rx.OutOfMemoryError):
+            return CoordinatorUnavailable(
+                f"Redis at {self.settings.safe_redis_url} is out of memory and refused the "
+                "write (run it with maxmemory-policy noeviction and enough headroom)"
+            )
+        if isinstance(exc, RETRYABLE):
+            return self.unavailable(exc, call)
+        name = call.name if isinstance(call, Script) else type(call).__name__
+        return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
+
+
+#: Errors after which an idempotent call is retried.
+RETRYABLE: Final = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.ReadOnlyError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+)
+
+
+def not_applied(exc: BaseException) -> bool:
+    """True when the failed command certainly did not run, so even a write may be resent.
+
+    A refused connection, a loading or read-only replica and a cluster that is down
+    all reject the command before executing it; a timeout or a dropped connection
+    after sending does not tell.
+    """
+    if isinstance(
+        exc, rx.BusyLoadingError | rx.ReadOnlyError | rx.TryAgainError | rx.ClusterDownError
+    ):
+        return True
+    if isinstance(exc, rx.AuthenticationError):
+        return False
+    # redis-py words connect-phase failures as "Error <errno> connecting to <addr>".
+    return isinstance(exc, rx.ConnectionError) and " connecting to " in str(exc)
+
+
+def _decode_flag(reply: Any) -> bool:
+    if int(reply[0]) != OK:
+        raise UnexpectedReply(f"unexpected reply {reply!r}")
+    return bool(int(reply[1]))
+
+
+def _raise_for(
+    reply: Any,
+    *,
+    agent: str,
+    session_id: str = "",
+    expected: int | None = None,
+    request_id: str | None = None,
+) -> NoReturn:
+    """The one table from script reply codes to exceptions; an unknown code raises too."""
+    code = int(reply[0])
+    if code == LEASE:
+        raise SessionLeaseExpired(agent, session_id, reply[1])
+    if code == CONFLICT:
+        current = None
+        if int(reply[2]) > 0:
+            current = AgentProject(
+                agent_id=agent,
+                project_name=reply[1] or None,
+                version=int(reply[2]),
+                session_id=reply[3] or None,
+                updated_by=agent,
+                updated_at=_dt(reply[4] or 0),
+                fencing_token=_opt_int(reply[5]),
+            )
+        raise ConflictError(agent, expected if expected is not None else -1, current)
+    if code == EXCLUSIVE:
+        raise SessionAlreadyActive(agent, _dt(reply[1]))
+    if code == REQUEST_REUSED and request_id is not None:
+        raise RequestIdReusedError(request_id)
+    raise UnexpectedReply(f"unknown script reply {reply!r}")
+
+
+def record_from(agent: str, reply: Sequence[Any]) -> AgentProject | None:
+    project, version, session, updated, token = reply
+    if not version:
+        return None
+    return AgentProject(
+        agent_id=agent,
+        project_name=project or None,
+        version=int(version),
+        session_id=session or None,
+        updated_by=agent,
+        updated_at=_dt(updated or 0),
+        fencing_token=_opt_int(token),
+    )
+
+
+def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:
+    sid, start, heartbeat, deadline, ttl, meta = reply
+    if not sid:
+        return None
+    return Lease(
+        session_id=sid,
+        agent_id=agent,
+        fencing_token=validation.session_id(sid)[1],
+        started_at=_dt(start),
+        last_heartbeat=_dt(heartbeat),
+        expires_at=_dt(deadline),
+        ttl=int(ttl) / 1000,
+        metadata=validation.decode_metadata(meta),
+    )

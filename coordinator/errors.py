@@ -1,0 +1,154 @@
+"""Exceptions raised by agent-coordinator.
+
+Every exception derives from :class:`CoordinatorError`::
+
+    CoordinatorError
+    ├── InvalidInputError (also ValueError)   bad argument; nothing was sent or written
+    │   └── RequestIdReusedError               a request id reused with other arguments
+    ├── SessionLeaseExpired                   the session cannot act (reason says why)
+    ├── SessionAlreadyActive                  exclusive start refused: a live session exists
+    ├── ConflictError                         expected_version did not match (carries current)
+    ├── ConfigurationError                    deployment mismatch, e.g. shard count
+    │   └── ShardCountMismatch
+    ├── AccessDenied                          Redis refused the credentials or an ACL rule
+    ├── CoordinatorUnavailable                Redis (or the sink) could not be reached
+    │   └── ReplicationTimeout                durability mode: replicas did not acknowledge
+    └── UnexpectedReply                       a script answered something unknown (a bug)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from coordinator.models import AgentProject
+
+LeaseReason = Literal["no_active_session", "session_mismatch", "expired", "revoked", "superseded"]
+
+LEASE_REASONS: tuple[LeaseReason, ...] = (
+    "no_active_session",
+    "session_mismatch",
+    "expired",
+    "revoked",
+    "superseded",
+)
+
+
+class CoordinatorError(Exception):
+    """Root of every error raised by this package."""
+
+
+class InvalidInputError(CoordinatorError, ValueError):
+    """An argument is malformed or out of its documented limits; nothing was written.
+
+    ``field`` names the offending argument.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"invalid {field}: {message}")
+        self.field = field
+
+
+class RequestIdReusedError(InvalidInputError):
+    """A ``request_id`` was sent again with different arguments; nothing was written."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("request_id", f"{request_id!r} was already used for a different write")
+        self.request_id = request_id
+
+
+class SessionLeaseExpired(CoordinatorError):
+    """The session may not act: it ended, expired, was revoked or superseded, or is foreign.
+
+    ``reason`` is one of ``no_active_session``, ``session_mismatch``, ``expired``,
+    ``revoked``, ``superseded``.
+    """
+
+    def __init__(self, agent_id: str, session_id: str, reason: LeaseReason) -> None:
+        super().__init__(f"session {session_id!r} of agent {agent_id!r} is not active: {reason}")
+        self.agent_id = agent_id
+        self.session_id = session_id
+        self.reason: LeaseReason = reason
+
+
+class SessionAlreadyActive(CoordinatorError):
+    """``start_session(..., exclusive=True)`` found a live session of the agent."""
+
+    def __init__(self, agent_id: str, expires_at: datetime) -> None:
+        super().__init__(
+            f"agent {agent_id!r} already has a live session (expires {expires_at.isoformat()})"
+        )
+        self.agent_id = agent_id
+        self.expires_at = expires_at
+
+
+class ConflictError(CoordinatorError):
+    """``expected_version`` did not match; ``current`` is the stored record (or None)."""
+
+    def __init__(self, agent_id: str, expected_version: int, current: AgentProject | None) -> None:
+        actual = current.version if current is not None else 0
+        super().__init__(
+            f"version conflict for agent {agent_id!r}: expected {expected_version}, "
+            f"current {actual}"
+        )
+        self.agent_id = agent_id
+        self.expected_version = expected_version
+        self.current = current
+
+    @property
+    def actual_version(self) -> int:
+        """The stored version (0 when the agent has no record)."""
+        return self.current.version if self.current is not None else 0
+
+
+class ConfigurationError(CoordinatorError):
+    """The client's configuration disagrees with what the deployment recorded."""
+
+
+class ShardCountMismatch(ConfigurationError):
+    """The namespace was created with another shard count; a shard count never changes."""
+
+    def __init__(self, namespace: str, configured: int, recorded: int) -> None:
+        super().__init__(
+            f"namespace {namespace!r} uses {recorded} shards but this client is configured "
+            f"with {configured}; set shards={recorded} (COORDINATOR_SHARDS={recorded})"
+        )
+        self.namespace = namespace
+        self.configured = configured
+        self.recorded = recorded
+
+
+class AccessDenied(CoordinatorError):
+    """Redis refused the credentials, or an ACL rule forbids the command or key."""
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    """Redis (or the event sink) could not be reached or refused to serve.
+
+    ``maybe_applied`` is True when a write may have reached the server before the
+    failure, so its outcome is unknown; retry it with the same ``request_id``.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+
+class ReplicationTimeout(CoordinatorUnavailable):
+    """Durability mode: the write was applied on the primary but fewer replicas than
+    required acknowledged it in time. It may be lost if the primary fails now."""
+
+    def __init__(self, wanted: int, acknowledged: int) -> None:
+        super().__init__(
+            f"write applied on the primary but acknowledged by {acknowledged} of "
+            f"{wanted} required replicas",
+            maybe_applied=True,
+        )
+        self.wanted = wanted
+        self.acknowledged = acknowledged
+
+
+class UnexpectedReply(CoordinatorError):
+    """A script returned a code this client does not know (mismatched versions or a bug)."""

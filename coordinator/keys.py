@@ -1,0 +1,102 @@
+"""Key layout of a namespace.
+
+An agent belongs to one of ``shards`` shards (CRC-32 of its id). All keys of a
+shard carry the hash tag ``{<namespace>:<shard>}``, so every script touches one
+hash slot and runs unchanged on Redis Cluster::
+
+    {coord:3}:lease:agent-1     lease hash with a native TTL
+    {coord:3}:agent:agent-1     fencing counter, latest session, project record
+    {coord:3}:leases            sorted set agent -> lease deadline (ms)
+    {coord:3}:events            audit stream of shard 3
+    {coord:3}:dead              dead-letter stream of shard 3
+    {coord:3}:req:<rid>:<agent> idempotency record of a request id
+    coord:meta                  shard count and schema version
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from coordinator import constants as C
+from coordinator import validation
+from coordinator.errors import InvalidInputError
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeys:
+    """The keys every per-agent script takes, in ``KEYS`` order."""
+
+    shard: int
+    lease: str
+    agent: str
+    index: str
+    stream: str
+
+    @property
+    def script_keys(self) -> tuple[str, str, str, str]:
+        return (self.lease, self.agent, self.index, self.stream)
+
+
+class KeySpace:
+    """Builds key names for one namespace and shard count (pure, no I/O)."""
+
+    def __init__(self, namespace: str, shards: int) -> None:
+        self.namespace = validation.namespace(namespace)
+        if type(shards) is not int or not 0 < shards <= C.MAX_SHARDS:
+            raise InvalidInputError("shards", f"must be an integer from 1 to {C.MAX_SHARDS}")
+        self.shards = shards
+        self._tags = tuple(f"{{{namespace}:{i}}}" for i in range(shards))
+        # Bound per instance so two key spaces never share cache entries.
+        self.agent_keys = lru_cache(maxsize=8192)(self._agent_keys)
+
+    def __repr__(self) -> str:
+        return f"KeySpace(namespace={self.namespace!r}, shards={self.shards})"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.namespace}:{C.KEY_META}"
+
+    def shard_of(self, agent_id: str) -> int:
+        return zlib.crc32(agent_id.encode("utf-8")) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return self._tags[shard]
+
+    def _agent_keys(self, agent_id: str) -> AgentKeys:
+        shard = self.shard_of(agent_id)
+        tag = self._tags[shard]
+        return AgentKeys(
+            shard=shard,
+            lease=f"{tag}:{C.KEY_LEASE}:{agent_id}",
+            agent=f"{tag}:{C.KEY_AGENT}:{agent_id}",
+            index=f"{tag}:{C.KEY_LEASE_INDEX}",
+            stream=f"{tag}:{C.KEY_EVENTS}",
+        )
+
+    def lease(self, agent_id: str) -> str:
+        return self.agent_keys(agent_id).lease
+
+    def agent(self, agent_id: str) -> str:
+        return self.agent_keys(agent_id).agent
+
+    def index(self, shard: int) -> str:
+        return f"{self._tags[shard]}:{C.KEY_LEASE_INDEX}"
+
+    def stream(self, shard: int) -> str:
+        return f"{self._tags[shard]}:{C.KEY_EVENTS}"
+
+    def dead_letters(self, shard: int) -> str:
+        return f"{self._tags[shard]}:{C.KEY_DEAD_LETTERS}"
+
+    def streams(self) -> list[str]:
+        return [self.stream(i) for i in range(self.shards)]
+
+    def request(self, agent_id: str, request_id: str) -> str:
+        # request ids cannot contain ':', so the key is unambiguous for any agent id.
+        return f"{self._tags[self.shard_of(agent_id)]}:{C.KEY_REQUEST}:{request_id}:{agent_id}"
+
+    def shard_key(self, shard: int, part: str) -> str:
+        """A further key in a shard's slot (used by the worker for its own bookkeeping)."""
+        return f"{self._tags[shard]}:{part}"

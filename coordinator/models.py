@@ -1,0 +1,101 @@
+"""Public data models (pydantic v2, immutable).
+
+Timestamps are timezone-aware UTC datetimes taken from the Redis server clock
+(``TIME`` inside scripts, or the millisecond part of an audit stream id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventType(StrEnum):
+    """Kinds of audit events. The first five are the original's names."""
+
+    SESSION_STARTED = "session_started"
+    PROJECT_SET = "project_set"
+    #: A write that changed a non-empty project to a different one.
+    PROJECT_SWITCHED = "project_switched"
+    #: A write rejected because ``expected_version`` did not match.
+    CONFLICT_DETECTED = "conflict_detected"
+    SESSION_ENDED = "session_ended"
+    #: ``project_name=None``: the project was cleared (still a versioned write).
+    PROJECT_CLEARED = "project_cleared"
+    #: The lease's TTL ran out without a heartbeat (emitted by the reaper).
+    SESSION_EXPIRED = "session_expired"
+    #: An operator revoked the session; ``error_message`` holds the reason.
+    SESSION_REVOKED = "session_revoked"
+    #: A new session of the same agent replaced a live one.
+    SESSION_SUPERSEDED = "session_superseded"
+    #: ``start_session(exclusive=True)`` refused because a live session exists.
+    SESSION_REFUSED = "session_refused"
+    #: A write from a dead, superseded, revoked or foreign session; ``error_message``
+    #: holds the reason.
+    WRITE_REJECTED = "write_rejected"
+    #: Written by the worker when the persisted audit shows a version or fencing-token
+    #: regression (possible after a failover that lost acknowledged writes).
+    AUDIT_ANOMALY = "audit_anomaly"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Session(_Model):
+    """A session held by an agent: a lease with a TTL, renewed by heartbeats."""
+
+    session_id: str
+    agent_id: str
+    #: Strictly increasing per agent, forever; a write carries the token of its session.
+    fencing_token: int
+    started_at: datetime
+    last_heartbeat: datetime
+    expires_at: datetime
+    #: Lease length in seconds; each heartbeat moves ``expires_at`` this far ahead.
+    ttl: float
+    metadata: dict[str, Any] | None = None
+
+
+class Lease(Session):
+    """A live lease as listed by operators (same fields as :class:`Session`)."""
+
+
+class AgentProject(_Model):
+    """The versioned record of which project an agent is working on."""
+
+    agent_id: str
+    #: None after the project was cleared (the record and its version remain).
+    project_name: str | None
+    #: Increases by exactly one per successful write; never goes backwards.
+    version: int
+    #: The session that made the last write.
+    session_id: str | None
+    updated_by: str
+    updated_at: datetime
+    #: Fencing token of the session that made the last write.
+    fencing_token: int | None = None
+
+
+class AgentEvent(_Model):
+    """One audit event. Field names follow the original ``agent_project_events`` table."""
+
+    agent_id: str
+    session_id: str | None
+    event_type: EventType
+    from_project: str | None = None
+    to_project: str | None = None
+    expected_version: int | None = None
+    actual_version: int | None = None
+    success: bool
+    error_message: str | None = None
+    metadata: dict[str, Any] | None = None
+    #: Server time of the event (the millisecond part of its stream id).
+    created_at: datetime
+    fencing_token: int | None = None
+    #: Identity of the event: its shard and its id in that shard's audit stream.
+    shard: int
+    stream_id: str

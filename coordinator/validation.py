@@ -1,0 +1,202 @@
+"""Input validation: every argument is checked here before anything reaches Redis.
+
+Validators raise :class:`~coordinator.errors.InvalidInputError` (a ``ValueError``).
+Hot-path validators are cached, so a repeated agent id or project name costs one
+dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from coordinator import constants as C
+from coordinator.errors import InvalidInputError
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+#: Session ids are minted by start_session: ``<token>-<16 hex>@<agent_id>``.
+_SESSION_ID_RE = re.compile(r"([1-9][0-9]{0,18})-([0-9a-f]{16})@(.+)", re.DOTALL)
+
+
+def _check_text(field: str, value: object, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(field, f"must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(field, "must not be empty")
+    if len(value) > max_length:
+        raise InvalidInputError(
+            field, f"is {len(value)} characters long; the limit is {max_length}"
+        )
+    if value != value.strip():
+        raise InvalidInputError(field, "must not start or end with white space")
+    for ch in value:
+        # Cc: control characters; Cs: lone surrogates (not encodable); Zl/Zp: line breaks.
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            raise InvalidInputError(field, f"contains the control character {ch!r}")
+    return value
+
+
+@lru_cache(maxsize=8192)
+def _agent_id_cached(value: str) -> str:
+    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH)
+
+
+def agent_id(value: object) -> str:
+    """An agent id: 1-128 characters, no control characters, no outer white space."""
+    if type(value) is str:
+        return _agent_id_cached(value)
+    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH)
+
+
+@lru_cache(maxsize=8192)
+def _project_cached(value: str) -> str:
+    return _check_text("project_name", value, C.MAX_PROJECT_NAME_LENGTH)
+
+
+def project_name(value: object) -> str | None:
+    """A project name (1-256 characters, no control characters) or None to clear."""
+    if value is None:
+        return None
+    if type(value) is str:
+        return _project_cached(value)
+    return _check_text("project_name", value, C.MAX_PROJECT_NAME_LENGTH)
+
+
+@lru_cache(maxsize=8192)
+def _session_cached(value: str) -> tuple[str, int]:
+    match = _SESSION_ID_RE.fullmatch(value)
+    if match is None:
+        raise InvalidInputError("session_id", f"{value[:80]!r} is not a session id of this system")
+    owner = agent_id(match.group(3))
+    return owner, int(match.group(1))
+
+
+def session_id(value: object) -> tuple[str, int]:
+    """Parse a session id minted by ``start_session``; returns (agent_id, fencing_token)."""
+    if not isinstance(value, str):
+        raise InvalidInputError("session_id", f"must be a string, not {type(value).__name__}")
+    if len(value) > C.MAX_AGENT_ID_LENGTH + 40:
+        raise InvalidInputError("session_id", "is too long to be a session id")
+    return _session_cached(value)
+
+
+def format_session_id(agent: str, token: int, nonce: str) -> str:
+    """The inverse of :func:`session_id` (the Lua script builds the same string)."""
+    return f"{token}-{nonce}@{agent}"
+
+
+def version(value: object, field: str = "expected_version") -> int:
+    """A non-negative integer version no larger than ``MAX_VERSION``."""
+    if type(value) is not int:  # bool is an int subclass and is refused on purpose
+        raise InvalidInputError(field, f"must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(field, "must not be negative")
+    if value > C.MAX_VERSION:
+        raise InvalidInputError(field, f"must be at most {C.MAX_VERSION}")
+    return value
+
+
+def optional_version(value: object, field: str = "expected_version") -> int | None:
+    return None if value is None else version(value, field)
+
+
+def request_id(value: object) -> str | None:
+    """An idempotency key: 1-128 characters of ``[A-Za-z0-9._-]``, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError("request_id", f"must be a string, not {type(value).__name__}")
+    if not 0 < len(value) <= C.MAX_REQUEST_ID_LENGTH or not _REQUEST_ID_RE.fullmatch(value):
+        raise InvalidInputError(
+            "request_id", f"must be 1-{C.MAX_REQUEST_ID_LENGTH} characters of A-Z a-z 0-9 . _ -"
+        )
+    return value
+
+
+def namespace(value: object) -> str:
+    """A namespace: 1-64 characters of ``[A-Za-z0-9_.-]`` (it becomes part of every key)."""
+    if not isinstance(value, str):
+        raise InvalidInputError("namespace", f"must be a string, not {type(value).__name__}")
+    if not 0 < len(value) <= C.MAX_NAMESPACE_LENGTH or not _NAMESPACE_RE.fullmatch(value):
+        raise InvalidInputError(
+            "namespace", f"must be 1-{C.MAX_NAMESPACE_LENGTH} characters of A-Z a-z 0-9 _ . -"
+        )
+    return value
+
+
+def metadata(value: object) -> str:
+    """Encode metadata (a JSON object or None) compactly; '' means none."""
+    if value is None:
+        return ""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            "metadata", f"must be a JSON object (dict), not {type(value).__name__}"
+        )
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidInputError("metadata", f"keys must be strings, not {type(key).__name__}")
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError("metadata", f"is not JSON-serialisable: {exc}") from None
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            "metadata", "contains characters that are not valid UTF-8"
+        ) from None
+    if size > C.MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            "metadata", f"is {size} bytes as JSON; the limit is {C.MAX_METADATA_BYTES}"
+        )
+    return encoded
+
+
+def ttl_seconds(value: object, field: str = "ttl") -> float:
+    """A lease TTL in seconds within ``MIN_LEASE_TTL`` .. ``MAX_LEASE_TTL``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(field, f"must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or not C.MIN_LEASE_TTL <= value <= C.MAX_LEASE_TTL:
+        raise InvalidInputError(
+            field, f"must be between {C.MIN_LEASE_TTL} and {C.MAX_LEASE_TTL:.0f} seconds"
+        )
+    return float(value)
+
+
+def limit(value: object) -> int:
+    """An event query limit: 1 .. ``MAX_EVENT_LIMIT``."""
+    if type(value) is not int or not 0 < value <= C.MAX_EVENT_LIMIT:
+        raise InvalidInputError("limit", f"must be an integer from 1 to {C.MAX_EVENT_LIMIT}")
+    return value
+
+
+def reason(value: object) -> str:
+    """An operator's revoke reason: 1-512 characters, no control characters."""
+    return _check_text("reason", value, 512)
+
+
+def event_type(value: object) -> str | None:
+    from coordinator.models import EventType
+
+    if value is None:
+        return None
+    try:
+        return EventType(str(value)).value
+    except ValueError:
+        raise InvalidInputError(
+            "event_type", f"{value!r} is not one of {', '.join(e.value for e in EventType)}"
+        ) from None
+
+
+def decode_metadata(raw: str | None) -> dict[str, Any] | None:
+    """Inverse of :func:`metadata` for values read back from Redis or a sink."""
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {"value": value}

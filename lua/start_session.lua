@@ -1,0 +1,43 @@
+-- start_session: begin a session for an agent and mint its next fencing token.
+-- A live session of the same agent is superseded (audited) unless exclusive.
+--
+-- KEYS[1] lease hash of the agent     ({ns:shard}:lease:<agent>)
+-- KEYS[2] agent hash                  ({ns:shard}:agent:<agent>)
+-- KEYS[3] lease index of the shard    ({ns:shard}:leases)
+-- KEYS[4] audit stream of the shard   ({ns:shard}:events)
+-- ARGV[1] agent id
+-- ARGV[2] nonce (16 hex characters) that makes the session id unguessable
+-- ARGV[3] lease TTL in milliseconds
+-- ARGV[4] '1' = exclusive: refuse when a live session exists
+-- ARGV[5] metadata as JSON ('' = none)
+--
+-- Returns
+--   {0, token, now_ms, deadline_ms}   started; the session id is '<token>-<nonce>@<agent>'
+--   {3, deadline_ms}                  exclusive and a live session exists (audited)
+local lease_key, agent_key, index_key, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local agent, nonce, ttl, exclusive, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+
+local live = redis.call('HMGET', lease_key, 'sid', 'exp')
+if live[1] then
+  if exclusive == '1' then
+    audit(stream, 'session_refused', agent, '', '', '', '', '', '', '0',
+          'a live session exists', meta)
+    return {3, tonumber(live[2])}
+  end
+  audit(stream, 'session_superseded', agent, live[1], sid_token(live[1]), '', '', '', '', '1',
+        'superseded by a new session', '')
+else
+  reap_lapsed(lease_key, agent_key, index_key, stream, agent)
+end
+
+local token = int(redis.call('HINCRBY', agent_key, 'tok', 1))
+local sid = token .. '-' .. nonce .. '@' .. agent
+local now = server_ms()
+local deadline = now + ttl
+redis.call('HSET', lease_key, 'sid', sid, 'start', int(now), 'hb', int(now),
+           'exp', int(deadline), 'ttl', int(ttl), 'meta', meta)
+redis.call('PEXPIREAT', lease_key, int(deadline))
+redis.call('ZADD', index_key, int(deadline), agent)
+redis.call('HSET', agent_key, 'sid', sid, 'st', 'a')
+audit(stream, 'session_started', agent, sid, token, '', '', '', '', '1', '', meta)
+return {0, tonumber(token), now, deadline}
