@@ -22,6 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from coordinator.connection import (
     RedisClient,
     cluster_hint,
+    is_cluster_client,
     open_client,
     parse_cluster_info,
 )
@@ -51,10 +52,18 @@ class Coordinator:
     """Shared agent sessions, project records and audit events on Redis (synchronous, thread-safe).
 
     Connects lazily: the first call detects cluster mode (unless ``cluster`` is set),
-    loads the scripts and checks the namespace's recorded shard count.
+    loads the scripts and checks the namespace's recorded shard count. A ready-made
+    redis-py client may be passed as ``redis_client`` (it must use
+    ``decode_responses=True`` and should not retry commands on its own).
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis_client: RedisClient | None = None,
+        **overrides: Any,
+    ) -> None:
         if settings is None:
             settings = Settings.from_env(**overrides)
         elif overrides:
@@ -62,6 +71,9 @@ class Coordinator:
         self.settings = settings
         self._core = CoordinatorCore(settings)
         self._client: RedisClient | None = None
+        # A caller-supplied client (decode_responses=True, no automatic retries) is
+        # used as is and never closed by us: whoever made it owns it.
+        self._supplied = redis_client
         self._scripts: dict[str, Any] = {}
         self._lock = Lock()
         self._rng = random.Random()
@@ -94,7 +106,7 @@ class Coordinator:
     def close(self) -> None:
         """Close the connections. The object may be used again (it reconnects)."""
         client, self._client = self._client, None
-        if client is not None:
+        if client is not None and client is not self._supplied:
             client.close()
 
     # --- sessions -------------------------------------------------------------------
@@ -206,6 +218,8 @@ class Coordinator:
         with self._lock:
             if self._client is not None:
                 return self._client
+            if self._supplied is not None:
+                return self._adopt(self._supplied, cluster=is_cluster_client(self._supplied))
             cluster = cluster_hint(self.settings)
             if cluster is None:
                 probe = open_client(self.settings, cluster=False)
@@ -219,16 +233,19 @@ class Coordinator:
                 client = open_client(self.settings, cluster)
             except (RedisError, RedisClusterException) as exc:
                 raise self._core.unavailable(exc, Command("connect")) from exc
-            self._scripts = {name: client.register_script(src) for name, src in sources().items()}
             try:
-                init = self._core.init_namespace()
-                init.decode(self._call(client, init.call))
+                return self._adopt(client, cluster)
             except BaseException:
                 client.close()
                 raise
-            self.cluster = cluster
-            self._client = client
-            return client
+
+    def _adopt(self, client: RedisClient, cluster: bool) -> RedisClient:
+        self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+        init = self._core.init_namespace()
+        init.decode(self._call(client, init.call))
+        self.cluster = cluster
+        self._client = client
+        return client
 
     def _run(self, op: Op[T]) -> T:
         client = self._client or self._ready()

@@ -180,3 +180,7 @@ def cluster_hint(settings: Settings) -> bool | None:
 
 def parse_cluster_info(info: dict[str, Any]) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
+
+
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)

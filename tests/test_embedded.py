@@ -1,0 +1,75 @@
+"""The embedded redis-server: start, persist, restart, one server per data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from coordinator import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
+from tests.conftest import BINARIES
+
+
+@pytest.mark.parametrize("binary", [b for _, b in BINARIES], ids=[label for label, _ in BINARIES])
+def test_append_only_persistence_across_restart(tmp_path: Path, binary: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "d", binary=binary)
+    with server:
+        assert server.url.startswith("unix://")
+        with server.client(decode_responses=True) as r:
+            r.set("k", "v")
+            assert r.config_get("appendonly")["appendonly"] == "yes"
+            assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        server.restart()
+        with server.client() as r:
+            assert r.get("k") == b"v"
+    assert not server.is_running()
+
+
+def test_tcp_port_is_kept_across_restarts(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "d", port=0, unix_socket=False) as server:
+        url = server.url
+        assert url.startswith("redis://127.0.0.1:")
+        server.restart()
+        assert server.url == url
+        assert redis.Redis.from_url(url).ping()
+
+
+def test_second_server_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "d"), pytest.raises(DataDirInUse):
+        EmbeddedRedis(tmp_path / "d").start()
+    # Once stopped, the directory is free again.
+    with EmbeddedRedis(tmp_path / "d") as again:
+        assert again.is_running()
+
+
+def test_orphan_server_on_the_directory_is_detected(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path / "d", die_with_parent=False).start()
+    try:
+        first._release_lock()  # simulate a manager that died, leaving its server running
+        with pytest.raises(DataDirInUse, match="still runs"):
+            EmbeddedRedis(tmp_path / "d").start()
+    finally:
+        first.stop()
+
+
+def test_long_data_dir_falls_back_to_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    with EmbeddedRedis(deep) as server:
+        assert server.unix_socket is not None
+        assert len(str(server.unix_socket)) < 100
+        with server.client() as r:
+            assert r.ping()
+
+
+def test_bad_configuration_fails_with_the_log(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedRedisError, match="exited at start"):
+        EmbeddedRedis(tmp_path / "d", config={"no-such-directive": "1"}).start()
+    # and the directory is not left locked
+    with EmbeddedRedis(tmp_path / "d") as server:
+        assert server.is_running()
+
+
+def test_missing_binary(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedRedisError, match="no redis-server"):
+        EmbeddedRedis(tmp_path, binary=tmp_path / "nope")
