@@ -15,7 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from coordinator.connection import (
     AsyncRedisClient,
@@ -35,7 +35,6 @@ from coordinator.core import (
     Script,
     StreamPlan,
 )
-from coordinator.errors import CoordinatorUnavailable
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
@@ -247,7 +246,20 @@ class AsyncCoordinator:
 
     async def _run(self, op: Op[T]) -> T:
         client = self._client or await self._ready()
-        return op.decode(await self._call(client, op.call))
+        call = op.call
+        if type(call) is not Script:
+            return op.decode(await self._call(client, call))
+        # The hot path, inlined: every extra Python call here costs several times its
+        # textbook price once the socket round trip has cooled the CPU caches.
+        try:
+            reply = await client.execute_command(
+                "EVALSHA", self._scripts[call.name].sha, len(call.keys), *call.keys, *call.args
+            )
+        except NoScriptError:
+            reply = await self._call(client, call)  # it did not run: load it, run it
+        except (RedisError, RedisClusterException) as exc:
+            reply = await self._recover(client, call, exc)  # never a blind resend
+        return op.decode(reply)
 
     async def _drive(self, plan: Plan[T]) -> T:
         client = self._client or await self._ready()
@@ -275,26 +287,36 @@ class AsyncCoordinator:
                 reply = await self._call(client, step)
 
     async def _call(self, client: AsyncRedisClient, call: Call) -> Any:
+        try:
+            return await self._execute(client, call)
+        except (RedisError, RedisClusterException) as exc:
+            return await self._recover(client, call, exc)
+
+    async def _recover(self, client: AsyncRedisClient, call: Call, exc: Exception) -> Any:
+        """A call failed: send it again only when the core says that is safe (with
+        backoff), else raise the mapped error. Off the hot path."""
         attempt = 0
-        while True:
+        while isinstance(exc, RETRYABLE):
+            delay = self._core.retry_delay(call, attempt, exc, self._rng)
+            if delay is None:
+                raise self._core.unavailable(exc, call) from exc
+            attempt += 1
+            await sleep(delay)
             try:
                 return await self._execute(client, call)
-            except RETRYABLE as exc:
-                delay = self._core.retry_delay(call, attempt, exc, self._rng)
-                if delay is None:
-                    raise self._core.unavailable(exc, call) from exc
-                attempt += 1
-                await sleep(delay)
-            except RedisError as exc:
-                raise self._core.redis_error(exc, call) from exc
-            except RedisClusterException as exc:
-                raise CoordinatorUnavailable(
-                    f"Redis Cluster at {self.settings.safe_redis_url} is unavailable: {exc}"
-                ) from exc
+            except (RedisError, RedisClusterException) as again:
+                exc = again
+        raise self._core.redis_error(exc, call) from exc
 
     async def _execute(self, client: AsyncRedisClient, call: Call) -> Any:
         if type(call) is Script:
-            return await self._scripts[call.name](keys=call.keys, args=call.args)
+            script = self._scripts[call.name]
+            try:
+                return await client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            except NoScriptError:
+                # The server restarted, failed over or flushed its scripts: load, rerun.
+                await client.script_load(script.script)
+                return await client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if type(call) is Command:
             return await getattr(client, call.method)(*call.args, **call.kwargs)
         pipe = client.pipeline(transaction=False)

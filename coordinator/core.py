@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 import redis.exceptions as rx
@@ -33,23 +34,20 @@ from coordinator.errors import (
     ShardCountMismatch,
     UnexpectedReply,
 )
-from coordinator.events import (
-    datetime_to_ms,
-    decode_entry,
-    matches,
-    ms_to_datetime,
-    stream_id_key,
-)
+from coordinator.events import decode_entry, matches
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.settings import Settings
+from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key
 
 T = TypeVar("T")
 
 # --- calls -------------------------------------------------------------------------
+# Plain slotted dataclasses, immutable by convention: a frozen dataclass's __init__
+# costs about a microsecond more, and these are built on every call.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Script:
     """Run a registered Lua script (``EVALSHA``, loading it on ``NOSCRIPT``)."""
 
@@ -60,7 +58,7 @@ class Script:
     retry: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """Call a redis-py client method by name (so sync, async and cluster all work)."""
 
@@ -70,7 +68,7 @@ class Command:
     retry: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """Read-only commands sent in one pipeline (non-transactional, cluster-aware)."""
 
@@ -81,14 +79,14 @@ class Batch:
 Call: TypeAlias = Script | Command | Batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emit(Generic[T]):
     """Items a streaming plan hands to its caller."""
 
     items: Sequence[T]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Op(Generic[T]):
     """A single round trip: one call and the decoder of its reply."""
 
@@ -110,13 +108,13 @@ REQUEST_REUSED: Final = 4
 #: Lease hash fields read for listings, in this order.
 LEASE_FIELDS: Final = ("sid", "start", "hb", "exp", "ttl", "meta")
 #: Project record fields of the agent hash, in this order.
-RECORD_FIELDS: Final = ("p", "v", "ps", "pu", "pt")
+RECORD_FIELDS: Final = ("p", "v", "ps", "pe")
 
 _dt = ms_to_datetime
-
-
-def _opt_int(value: Any) -> int | None:
-    return int(value) if value not in (None, "") else None
+#: pydantic's validator on a plain dict: the cheapest way to build a checked model.
+_validate_project: Callable[[dict[str, Any]], AgentProject] = (
+    AgentProject.__pydantic_validator__.validate_python
+)
 
 
 class CoordinatorCore:
@@ -127,6 +125,8 @@ class CoordinatorCore:
         self.keys = KeySpace(settings.namespace, settings.shards)
         self.lease_ttl_ms = round(settings.lease_ttl * 1000)
         self.request_ttl_ms = round(settings.request_ttl * 1000)
+        # Hot path: a repeated (agent, project, session) is validated and encoded once.
+        self._set_prefix_cached = lru_cache(maxsize=4096)(self._set_prefix)
 
     # --- namespace ------------------------------------------------------------------
 
@@ -226,6 +226,17 @@ class CoordinatorCore:
 
     # --- project records ------------------------------------------------------------
 
+    def _set_prefix(
+        self, agent_id: str, project_name: str | None, session_id: str
+    ) -> tuple[str, str | None, int, tuple[str, ...], tuple[str | int, ...]]:
+        """Validated agent, project, token, script keys and leading ARGV of a write."""
+        agent = validation.agent_id(agent_id)
+        project = validation.project_name(project_name)
+        owner, token = validation.session_id(session_id)
+        keys = self.keys.agent_keys(agent).script_keys
+        args = (agent, session_id, token, project or "", "1" if owner != agent else "0")
+        return agent, project, token, keys, args
+
     def set_project(
         self,
         agent_id: str,
@@ -234,42 +245,37 @@ class CoordinatorCore:
         expected_version: int | None,
         request_id: str | None,
     ) -> Op[AgentProject]:
-        agent = validation.agent_id(agent_id)
-        project = validation.project_name(project_name)
-        owner, token = validation.session_id(session_id)
-        expected = validation.optional_version(expected_version)
-        rid = validation.request_id(request_id)
-        keys = self.keys.agent_keys(agent)
-        args: tuple[str | int, ...] = (
-            agent,
-            session_id,
-            token,
-            project or "",
-            "" if expected is None else expected,
-            "1" if owner != agent else "0",
-        )
+        try:
+            agent, project, token, keys, args = self._set_prefix_cached(
+                agent_id, project_name, session_id
+            )
+        except TypeError:  # an unhashable argument: validate uncached for the real error
+            agent, project, token, keys, args = self._set_prefix(agent_id, project_name, session_id)
+        expected = None if expected_version is None else validation.version(expected_version)
+        rid = None if request_id is None else validation.request_id(request_id)
         if rid is None:
-            call = Script("set_project", keys.script_keys, args)
+            call = Script("set_project", keys, (*args, "" if expected is None else expected))
         else:
             # With a request id the write is idempotent, so it may be retried.
             call = Script(
                 "set_project",
-                (*keys.script_keys, self.keys.request(agent, rid)),
-                (*args, self.request_ttl_ms),
+                (*keys, self.keys.request(agent, rid)),
+                (*args, "" if expected is None else expected, self.request_ttl_ms),
                 retry=True,
             )
 
         def decode(reply: Any) -> AgentProject:
-            code = int(reply[0])  # a replayed reply carries strings
-            if code == OK:
-                return AgentProject(
-                    agent_id=agent,
-                    project_name=project,
-                    version=int(reply[1]),
-                    session_id=session_id,
-                    updated_by=agent,
-                    updated_at=_dt(reply[2]),
-                    fencing_token=token,
+            if reply[0] == OK or reply[0] == "0":  # a replayed reply carries strings
+                return _validate_project(
+                    {
+                        "agent_id": agent,
+                        "project_name": project,
+                        "version": reply[1],
+                        "session_id": session_id,
+                        "updated_by": agent,
+                        "event_id": reply[2],
+                        "fencing_token": token,
+                    }
                 )
             _raise_for(reply, agent=agent, session_id=session_id, expected=expected, request_id=rid)
 
@@ -418,8 +424,12 @@ class CoordinatorCore:
             maybe_applied=maybe,
         )
 
-    def redis_error(self, exc: rx.RedisError, call: Call) -> CoordinatorError:
-        """Map a Redis error reply to the package's exceptions."""
+    def redis_error(self, exc: Exception, call: Call) -> CoordinatorError:
+        """Map a Redis (or Redis Cluster client) error to the package's exceptions."""
+        if isinstance(exc, rx.RedisClusterException):
+            return CoordinatorUnavailable(
+                f"Redis Cluster at {self.settings.safe_redis_url} is unavailable: {exc}"
+            )
         if isinstance(exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError):
             return AccessDenied(f"Redis at {self.settings.safe_redis_url} refused access: {exc}")
         if isinstance(exc, rx.OutOfMemoryError):
@@ -484,17 +494,7 @@ def _raise_for(
     if code == LEASE:
         raise SessionLeaseExpired(agent, session_id, reply[1])
     if code == CONFLICT:
-        current = None
-        if int(reply[2]) > 0:
-            current = AgentProject(
-                agent_id=agent,
-                project_name=reply[1] or None,
-                version=int(reply[2]),
-                session_id=reply[3] or None,
-                updated_by=agent,
-                updated_at=_dt(reply[4] or 0),
-                fencing_token=_opt_int(reply[5]),
-            )
+        current = record_from(agent, reply[1:5]) if int(reply[2]) > 0 else None
         raise ConflictError(agent, expected if expected is not None else -1, current)
     if code == EXCLUSIVE:
         raise SessionAlreadyActive(agent, _dt(reply[1]))
@@ -504,7 +504,8 @@ def _raise_for(
 
 
 def record_from(agent: str, reply: Sequence[Any]) -> AgentProject | None:
-    project, version, session, updated, token = reply
+    """A project record from its agent-hash fields (``RECORD_FIELDS`` order)."""
+    project, version, session, event_id = reply
     if not version:
         return None
     return AgentProject(
@@ -513,9 +514,17 @@ def record_from(agent: str, reply: Sequence[Any]) -> AgentProject | None:
         version=int(version),
         session_id=session or None,
         updated_by=agent,
-        updated_at=_dt(updated or 0),
-        fencing_token=_opt_int(token),
+        event_id=event_id or "0-0",
+        fencing_token=_token_of(session),
     )
+
+
+def _token_of(session_id: str | None) -> int | None:
+    """The fencing token inside a session id (None for ids of imported records)."""
+    if not session_id:
+        return None
+    head = session_id.partition("-")[0]
+    return int(head) if head.isdigit() else None
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:

@@ -7,10 +7,10 @@ stream id, so no field carries a timestamp.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from coordinator.models import AgentEvent
+from coordinator.timestamps import ms_to_datetime, stream_id_ms
 from coordinator.validation import decode_metadata
 
 #: Field order of every audit entry (must match ``audit()`` in lua/lib.lua).
@@ -27,26 +27,6 @@ EVENT_FIELDS: Final = (
     "error_message",
     "metadata",
 )
-
-
-def ms_to_datetime(ms: int | float | str) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def stream_id_ms(stream_id: str) -> int:
-    return int(stream_id.partition("-")[0])
-
-
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    """Sort key of a stream id (ids compare numerically, not as text)."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _opt_int(value: str | None) -> int | None:

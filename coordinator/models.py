@@ -10,7 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from coordinator.timestamps import ms_to_datetime, stream_id_ms
 
 
 class EventType(StrEnum):
@@ -67,6 +69,9 @@ class Lease(Session):
 class AgentProject(_Model):
     """The versioned record of which project an agent is working on."""
 
+    # updated_at is derived (see below): accept it back from model_dump() and ignore it.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     agent_id: str
     #: None after the project was cleared (the record and its version remain).
     project_name: str | None
@@ -75,9 +80,19 @@ class AgentProject(_Model):
     #: The session that made the last write.
     session_id: str | None
     updated_by: str
-    updated_at: datetime
+    #: Stream id (``<ms>-<seq>``) of the audit event written with the last change, in
+    #: the agent's shard stream. Records imported from the original carry ``<ms>-0``.
+    event_id: str
     #: Fencing token of the session that made the last write.
     fencing_token: int | None = None
+
+    # A property, not a stored field: building a datetime costs more than the rest of
+    # decoding a write's reply, and most callers never read it.
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def updated_at(self) -> datetime:
+        """Server time of the last write: the millisecond part of ``event_id``."""
+        return ms_to_datetime(stream_id_ms(self.event_id))
 
 
 class AgentEvent(_Model):

@@ -3,18 +3,14 @@
 --
 -- Agent hash fields: tok (fencing counter), sid (latest session), st (status of the
 -- latest session: a=active e=ended r=revoked x=expired), p (project, '' = cleared),
--- v (version), ps (session of the last write), pu (ms of the last write), pt (its token).
+-- v (version), ps (session of the last write), pe (stream id of its audit event, whose
+-- millisecond part is the write's server time). The writer's fencing token is part of ps.
 -- Lease hash fields: sid, start, hb, exp (deadline ms), ttl (ms), meta.
 
 -- Server clock in milliseconds.
 local function server_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Millisecond part of a stream id: the server time the entry was appended.
-local function id_ms(id)
-  return tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1))
 end
 
 -- Integers as exact decimal strings (Lua's tostring switches to exponents above 1e14).

@@ -11,19 +11,19 @@
 -- ARGV[2] session id
 -- ARGV[3] fencing token of the session
 -- ARGV[4] project name ('' = clear the project)
--- ARGV[5] expected version ('' = unconditional; '0' = only if the agent has no record)
--- ARGV[6] '1' when the session id belongs to another agent
+-- ARGV[5] '1' when the session id belongs to another agent
+-- ARGV[6] expected version ('' = unconditional; '0' = only if the agent has no record)
 -- ARGV[7] request record TTL in milliseconds (with KEYS[5])
 --
 -- Returns (a repeated request id returns the first reply, with strings for numbers)
---   {0, version, updated_ms}                                    written
---   {1, project, version, session, updated_ms, token}           conflict: the current
+--   {0, version, event_id}                                      written
+--   {1, project, version, session, event_id}                    conflict: the current
 --        record ('' project = cleared or none; version 0 = no record)
 --   {2, reason}        lease check failed: no_active_session | session_mismatch |
 --                      expired | revoked | superseded
 --   {4}                the request id was used before with other arguments
 local lease_key, agent_key, index_key, stream, req_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local agent, sid, tok, project, expected, foreign = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local agent, sid, tok, project, foreign, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
 local fingerprint
 if req_key then
@@ -48,12 +48,12 @@ if live ~= sid or foreign == '1' then
         rec[2] or '0', '0', reason, '')
   reply = {2, reason}
 else
-  local rec = redis.call('HMGET', agent_key, 'p', 'v', 'ps', 'pu', 'pt')
+  local rec = redis.call('HMGET', agent_key, 'p', 'v', 'ps', 'pe')
   local from_p, current = rec[1] or '', rec[2] or '0'
   if expected ~= '' and expected ~= current then
     audit(stream, 'conflict_detected', agent, sid, tok, from_p, project, expected, current, '0',
           'expected version ' .. expected .. ', current ' .. current, '')
-    reply = {1, from_p, current, rec[3] or '', rec[4] or '', rec[5] or ''}
+    reply = {1, from_p, current, rec[3] or '', rec[4] or ''}
   else
     local etype = 'project_set'
     if project == '' then
@@ -62,10 +62,11 @@ else
       etype = 'project_switched'
     end
     local version = int(redis.call('HINCRBY', agent_key, 'v', 1))
+    -- The record keeps its audit event's id: it links the two, and its millisecond
+    -- part is the write's server time (parsing it here would cost more than in Python).
     local id = audit(stream, etype, agent, sid, tok, from_p, project, expected, version, '1', '', '')
-    local now = id_ms(id)
-    redis.call('HSET', agent_key, 'p', project, 'ps', sid, 'pu', int(now), 'pt', tok)
-    reply = {0, tonumber(version), now}
+    redis.call('HSET', agent_key, 'p', project, 'ps', sid, 'pe', id)
+    reply = {0, tonumber(version), id}
   end
 end
 

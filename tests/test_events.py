@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from coordinator import ConflictError, EventType, SessionLeaseExpired
-from coordinator.events import EVENT_FIELDS, stream_id_ms
+from coordinator.events import EVENT_FIELDS
 from coordinator.scripts import lua_dir
+from coordinator.timestamps import stream_id_ms
 from tests.conftest import stream_entries
 
 
