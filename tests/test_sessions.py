@@ -69,13 +69,13 @@ def test_heartbeat_can_change_the_ttl(client: Any, raw: redis.Redis) -> None:
 
 
 def test_heartbeats_keep_a_short_lease_alive_past_its_ttl(client: Any) -> None:
-    session = client.start_session("agent-1", ttl=0.4)
+    session = client.start_session("agent-1", ttl=1.5)
     first_deadline = session.expires_at
-    # Beat for twice the TTL; each beat lands before the lease could lapse. The
-    # sleeps are the passage of time under test, not a stand-in for synchronisation.
+    # Beat for twice the TTL, a beat every 0.3 s (a 1.2 s margin for a loaded
+    # machine). The sleeps are the passage of time under test, not synchronisation.
     latest = session
-    for _ in range(8):
-        time.sleep(0.1)
+    for _ in range(10):
+        time.sleep(0.3)
         latest = client.heartbeat_session(session.session_id)
     assert latest.expires_at > first_deadline
     assert client.set_current_project("agent-1", "p", session.session_id).version == 1
