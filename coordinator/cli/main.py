@@ -1,17 +1,130 @@
-"""The ``coordinator`` command group."""
+"""The ``coordinator`` command group: shared options, state and error handling.
+
+Each command lives in a module of ``coordinator/cli/`` named after its concept and is
+registered in :data:`COMMAND_MODULES`. Output contract: data on stdout, diagnostics
+on stderr; exit 0 on success, 1 on an operational failure (one line naming the
+cause), 2 on a usage error; never a traceback for an expected error.
+"""
 
 from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 import click
 
 from coordinator import __version__
+from coordinator.errors import CoordinatorError, InvalidInputError
+from coordinator.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Modules defining commands; each exposes ``register(group)``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@dataclass
+class CliState:
+    """Shared state on ``ctx.obj``: the options of the group, resolved lazily."""
+
+    redis_url: str | None = None
+    namespace: str | None = None
+    sink_url: str | None = None
+    cluster: bool | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings from the group's options, then ``COORDINATOR_*``, then defaults."""
+        if self._settings is None or overrides:
+            explicit = {
+                "redis_url": self.redis_url,
+                "namespace": self.namespace,
+                "sink_url": self.sink_url,
+                "cluster": self.cluster,
+                **overrides,
+            }
+            try:
+                settings = Settings.from_env(**explicit)
+            except InvalidInputError as exc:
+                raise click.UsageError(str(exc)) from None
+            if overrides:
+                return settings
+            self._settings = settings
+        return self._settings
+
+
+@contextmanager
+def operational_errors() -> Iterator[None]:
+    """Turn expected failures into one-line messages and exit codes (1, or 2 for input)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    except CoordinatorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def handles_errors(command: F) -> F:
+    """Decorator form of :func:`operational_errors`."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with operational_errors():
+            return command(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="coordinator")
-def cli() -> None:
+@click.option(
+    "--redis-url",
+    envvar="COORDINATOR_REDIS_URL",
+    help="Redis URL (redis://, rediss://, unix://, redis+sentinel://). [env COORDINATOR_REDIS_URL]",
+)
+@click.option(
+    "--namespace",
+    envvar="COORDINATOR_NAMESPACE",
+    help="Key namespace (default coord). [env COORDINATOR_NAMESPACE]",
+)
+@click.option(
+    "--sink-url",
+    envvar="COORDINATOR_SINK_URL",
+    help="Event sink: sqlite:///path.db or postgresql://... [env COORDINATOR_SINK_URL]",
+)
+@click.option(
+    "--cluster/--no-cluster",
+    default=None,
+    envvar="COORDINATOR_REDIS_CLUSTER",
+    help="Force Redis Cluster mode on or off (default: detect). [env COORDINATOR_REDIS_CLUSTER]",
+)
+@click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    redis_url: str | None,
+    namespace: str | None,
+    sink_url: str | None,
+    cluster: bool | None,
+    verbose: int,
+) -> None:
     """agent-coordinator: shared agent sessions, project records and audit events."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = CliState(redis_url=redis_url, namespace=namespace, sink_url=sink_url, cluster=cluster)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"coordinator.cli.{_module}").register(cli)
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="coordinator")
