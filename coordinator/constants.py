@@ -73,6 +73,11 @@ KEY_DEAD_LETTERS: Final = "dead"
 KEY_REQUEST: Final = "req"
 #: Namespace metadata hash (shard count, schema version); outside the shard slots.
 KEY_META: Final = "meta"
+#: Worker liveness keys ``<namespace>:worker:<consumer>`` (TTL refreshed every loop).
+KEY_WORKER: Final = "worker"
+
+#: Consumer group the worker reads every shard stream with.
+DEFAULT_CONSUMER_GROUP: Final = "coordinator"
 
 #: Schema version recorded with the shard count; bumped on incompatible key changes.
 SCHEMA_VERSION: Final = 1

@@ -11,6 +11,7 @@ hash slot and runs unchanged on Redis Cluster::
     {coord:3}:dead              dead-letter stream of shard 3
     {coord:3}:req:<rid>:<agent> idempotency record of a request id
     coord:meta                  shard count and schema version
+    coord:worker:<consumer>     liveness of a worker consumer (TTL)
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class KeySpace:
     @property
     def meta(self) -> str:
         return f"{self.namespace}:{C.KEY_META}"
+
+    def worker(self, consumer: str) -> str:
+        """Liveness key of a worker consumer (outside the shard slots)."""
+        return f"{self.namespace}:{C.KEY_WORKER}:{consumer}"
 
     def shard_of(self, agent_id: str) -> int:
         return zlib.crc32(agent_id.encode("utf-8")) % self.shards
