@@ -33,6 +33,7 @@ from coordinator.core import (
     Op,
     Plan,
     Script,
+    Sleep,
     StreamPlan,
 )
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
@@ -205,6 +206,22 @@ class AsyncCoordinator:
         plan = self._core.stream_events(agent_id, event_type, limit, since, until)
         return await self._drive(plan)
 
+    async def follow_events(
+        self,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        *,
+        poll_interval: float = 0.2,
+    ) -> AsyncIterator[AgentEvent]:
+        """Events as they are appended from now on (oldest first); never ends by itself."""
+        plan = self._core.follow_events(agent_id, event_type, poll_interval)
+        async for event in self._iterate(plan):
+            yield event
+
+    async def server_time(self) -> datetime:
+        """The Redis server's clock."""
+        return await self._run(self._core.server_time())
+
     # --- plumbing -------------------------------------------------------------------
 
     async def redis(self) -> AsyncRedisClient:
@@ -319,6 +336,9 @@ class AsyncCoordinator:
                 return await client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if type(call) is Command:
             return await getattr(client, call.method)(*call.args, **call.kwargs)
+        if type(call) is Sleep:
+            await sleep(call.seconds)
+            return None
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)

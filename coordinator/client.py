@@ -35,6 +35,7 @@ from coordinator.core import (
     Op,
     Plan,
     Script,
+    Sleep,
     StreamPlan,
 )
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
@@ -207,6 +208,22 @@ class Coordinator:
         plan = self._core.stream_events(agent_id, event_type, limit, since, until)
         return self._drive(plan)
 
+    def follow_events(
+        self,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        *,
+        poll_interval: float = 0.2,
+    ) -> Iterator[AgentEvent]:
+        """Events as they are appended from now on (oldest first); never ends by itself."""
+        plan = self._core.follow_events(agent_id, event_type, poll_interval)
+        for event in self._iterate(plan):
+            yield event
+
+    def server_time(self) -> datetime:
+        """The Redis server's clock."""
+        return self._run(self._core.server_time())
+
     # --- plumbing -------------------------------------------------------------------
 
     def redis(self) -> RedisClient:
@@ -321,6 +338,9 @@ class Coordinator:
                 return client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if type(call) is Command:
             return getattr(client, call.method)(*call.args, **call.kwargs)
+        if type(call) is Sleep:
+            sleep(call.seconds)
+            return None
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)

@@ -76,7 +76,15 @@ class Batch:
     retry: bool = True
 
 
-Call: TypeAlias = Script | Command | Batch
+@dataclass(slots=True)
+class Sleep:
+    """Wait before the next step of a plan (``time.sleep`` / ``asyncio.sleep``)."""
+
+    seconds: float
+    retry: bool = True
+
+
+Call: TypeAlias = Script | Command | Batch | Sleep
 
 
 @dataclass(slots=True)
@@ -357,7 +365,55 @@ class CoordinatorCore:
             call, lambda replies: [record_from(a, r) for a, r in zip(agents, replies, strict=True)]
         )
 
+    def server_time(self) -> Op[datetime]:
+        """The Redis server's clock (the only clock the coordinator trusts)."""
+        return Op(Command("time"), lambda reply: _dt(int(reply[0]) * 1000 + int(reply[1]) // 1000))
+
     # --- events ---------------------------------------------------------------------
+
+    def follow_events(
+        self,
+        agent_id: str | None,
+        event_type: str | None,
+        poll_interval: float = 0.2,
+        batch: int = 500,
+    ) -> StreamPlan[AgentEvent]:
+        """Events appended from now on, oldest first, until the caller stops iterating.
+
+        Each shard stream is read on its own (never a multi-stream command, so it works
+        on Redis Cluster); when nothing new arrived the plan sleeps ``poll_interval``.
+        """
+        agent = None if agent_id is None else validation.agent_id(agent_id)
+        etype = validation.event_type(event_type)
+        shards = [self.keys.shard_of(agent)] if agent is not None else list(range(self.keys.shards))
+        newest = yield Batch(
+            tuple(
+                Command("xrevrange", (self.keys.stream(s), "+", "-"), {"count": 1}) for s in shards
+            )
+        )
+        last = {
+            s: (entries[0][0] if entries else "0-0")
+            for s, entries in zip(shards, newest, strict=True)
+        }
+        while True:
+            replies = yield Batch(
+                tuple(
+                    Command("xrange", (self.keys.stream(s), "(" + last[s], "+"), {"count": batch})
+                    for s in shards
+                )
+            )
+            fresh: list[AgentEvent] = []
+            for shard, entries in zip(shards, replies, strict=True):
+                for entry_id, fields in entries:
+                    if matches(fields, agent, etype):
+                        fresh.append(decode_entry(shard, entry_id, fields))
+                if entries:
+                    last[shard] = entries[-1][0]
+            if fresh:
+                fresh.sort(key=lambda e: (stream_id_key(e.stream_id), e.shard))
+                yield Emit(fresh)
+            else:
+                yield Sleep(poll_interval)
 
     def stream_events(
         self,
