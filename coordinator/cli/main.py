@@ -20,13 +20,14 @@ from typing import Any, TypeVar, cast
 import click
 
 from coordinator import __version__
+from coordinator.client import Coordinator
 from coordinator.errors import CoordinatorError, InvalidInputError
 from coordinator.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules defining commands; each exposes ``register(group)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("leases", "projects", "events", "reap")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class CliState:
     sink_url: str | None = None
     cluster: bool | None = None
     _settings: Settings | None = field(default=None, repr=False)
+    _client: Coordinator | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings from the group's options, then ``COORDINATOR_*``, then defaults."""
@@ -57,6 +59,13 @@ class CliState:
                 return settings
             self._settings = settings
         return self._settings
+
+    def client(self) -> Coordinator:
+        """A synchronous client, closed when the command ends."""
+        if self._client is None:
+            self._client = Coordinator(self.settings())
+            click.get_current_context().call_on_close(self._client.close)
+        return self._client
 
 
 @contextmanager
