@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,12 +23,14 @@ import click
 from coordinator import __version__
 from coordinator.client import Coordinator
 from coordinator.errors import CoordinatorError, InvalidInputError
+from coordinator.paths import default_data_dir
 from coordinator.settings import Settings
+from coordinator.stack import read_stack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules defining commands; each exposes ``register(group)``.
-COMMAND_MODULES: tuple[str, ...] = ("leases", "projects", "events", "reap")
+COMMAND_MODULES: tuple[str, ...] = ("leases", "projects", "events", "reap", "stack")
 
 
 @dataclass
@@ -42,7 +45,8 @@ class CliState:
     _client: Coordinator | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:
-        """Settings from the group's options, then ``COORDINATOR_*``, then defaults."""
+        """Settings from the group's options, then ``COORDINATOR_*``, then the running local
+        stack (when no Redis URL is given at all), then defaults."""
         if self._settings is None or overrides:
             explicit = {
                 "redis_url": self.redis_url,
@@ -51,6 +55,8 @@ class CliState:
                 "cluster": self.cluster,
                 **overrides,
             }
+            if explicit["redis_url"] is None and not os.environ.get("COORDINATOR_REDIS_URL"):
+                explicit.update(self._local_stack(explicit))
             try:
                 settings = Settings.from_env(**explicit)
             except InvalidInputError as exc:
@@ -59,6 +65,23 @@ class CliState:
                 return settings
             self._settings = settings
         return self._settings
+
+    @staticmethod
+    def _local_stack(explicit: dict[str, Any]) -> dict[str, Any]:
+        """Connection settings of the stack ``coordinator up`` runs in the default data dir."""
+        data_dir = default_data_dir()
+        info = read_stack(data_dir)
+        if info is None:
+            raise click.ClickException(
+                f"no Redis configured and no local stack running in {data_dir}: start one with "
+                "`coordinator up`, or pass --redis-url (or set COORDINATOR_REDIS_URL)"
+            )
+        found: dict[str, Any] = {"redis_url": info.redis_url}
+        if explicit["namespace"] is None and not os.environ.get("COORDINATOR_NAMESPACE"):
+            found["namespace"] = info.namespace
+        if explicit["sink_url"] is None and not os.environ.get("COORDINATOR_SINK_URL"):
+            found["sink_url"] = info.sink_url
+        return found
 
     def client(self) -> Coordinator:
         """A synchronous client, closed when the command ends."""

@@ -1,0 +1,250 @@
+"""The local stack: a real redis-server and the event worker in one data directory.
+
+``coordinator up`` runs it in the foreground and ``coordinator demo`` runs a throwaway
+one. The stack writes ``stack.json`` into the data directory while it runs, so other
+commands (and other processes) find it without being told a URL. Redis keeps its
+append-only files in ``<data>/redis``; the worker persists events to
+``<data>/events.db``. One stack per data directory: a second start refuses with
+:class:`StackRunning` (the embedded server's lock guarantees it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port
+from coordinator.errors import CoordinatorError
+from coordinator.keys import KeySpace
+from coordinator.paths import default_sink_url
+
+log = logging.getLogger(__name__)
+
+STACK_FILE = "stack.json"
+PORT_FILE = "redis.port"
+
+
+class StackError(CoordinatorError):
+    """The local stack could not start or lost a component."""
+
+
+class StackRunning(StackError):
+    """A stack already runs in this data directory."""
+
+    def __init__(self, data_dir: Path, info: StackInfo | None) -> None:
+        where = f" at {info.redis_url} (pid {info.pid})" if info else ""
+        super().__init__(f"a stack already runs in {data_dir}{where}")
+        self.data_dir = data_dir
+        self.info = info
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What ``stack.json`` records: how to reach a running stack."""
+
+    data_dir: str
+    redis_url: str
+    unix_url: str | None
+    sink_url: str
+    namespace: str
+    pid: int
+    redis_pid: int | None
+    worker_pid: int | None
+    started_at: float
+
+    def environment(self) -> dict[str, str]:
+        """The variables another process sets to use this stack."""
+        return {
+            "COORDINATOR_REDIS_URL": self.redis_url,
+            "COORDINATOR_NAMESPACE": self.namespace,
+            "COORDINATOR_SINK_URL": self.sink_url,
+        }
+
+
+def read_stack(data_dir: Path) -> StackInfo | None:
+    """The running stack in ``data_dir``, or None (no file, or its process is gone)."""
+    try:
+        info = StackInfo(**json.loads((data_dir / STACK_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return info if _alive(info.pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalStack:
+    """Start, supervise and stop Redis plus the worker in ``data_dir``.
+
+    ``port`` is the TCP port other processes connect to; by default the port used
+    last time in this directory (kept in ``redis.port``) or a free one.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        namespace: str = "coord",
+        port: int | None = None,
+        worker: bool = True,
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.namespace = namespace
+        self.port = port
+        self.with_worker = worker
+        self.worker_args = worker_args
+        self.sink_url = default_sink_url(self.data_dir)
+        self.redis: EmbeddedRedis | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_restarts = 0
+        self.info: StackInfo | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> StackInfo:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = self.port or self._remembered_port() or free_port()
+        server = EmbeddedRedis(self.data_dir / "redis", port=port)
+        try:
+            server.start()
+        except DataDirInUse:
+            raise StackRunning(self.data_dir, read_stack(self.data_dir)) from None
+        self.redis = server
+        (self.data_dir / PORT_FILE).write_text(str(port))
+        try:
+            if self.with_worker:
+                self._start_worker()
+                self._wait_for_worker(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            data_dir=str(self.data_dir),
+            redis_url=server.url,
+            unix_url=server.unix_url,
+            sink_url=self.sink_url,
+            namespace=self.namespace,
+            pid=os.getpid(),
+            redis_pid=server.pid,
+            worker_pid=None if self.worker is None else self.worker.pid,
+            started_at=time.time(),
+        )
+        self._write_info(self.info)
+        return self.info
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the worker first (it finishes and acks its batch), then Redis."""
+        worker, self.worker = self.worker, None
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %s did not stop in %ss; killing it", worker.pid, timeout)
+                worker.kill()
+                worker.wait()
+        with contextlib.suppress(FileNotFoundError):
+            info = read_stack(self.data_dir)
+            if info is None or info.pid == os.getpid():
+                (self.data_dir / STACK_FILE).unlink()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def supervise(self) -> None:
+        """Restart the worker if it died (called periodically by the foreground loop)."""
+        if self.worker is None or self.worker.poll() is None:
+            return
+        code = self.worker.returncode
+        self.worker_restarts += 1
+        log.warning("worker exited with %s; restarting it (restart %s)", code, self.worker_restarts)
+        time.sleep(min(5.0, 0.2 * 2 ** min(self.worker_restarts, 5)))  # no hot loop
+        self._start_worker()
+        if self.info is not None:
+            self.info = StackInfo(**{**asdict(self.info), "worker_pid": self.worker.pid})
+            self._write_info(self.info)
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self.redis is None:
+            raise StackError("the stack is not running")
+        return self.redis.url
+
+    def _remembered_port(self) -> int | None:
+        try:
+            return int((self.data_dir / PORT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _write_info(self, info: StackInfo) -> None:
+        tmp = self.data_dir / f".{STACK_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(info), indent=2))
+        tmp.replace(self.data_dir / STACK_FILE)  # atomic: readers never see half a file
+
+    def _start_worker(self) -> None:
+        command = [
+            sys.executable, "-m", "coordinator",
+            "--redis-url", self.url,
+            "--namespace", self.namespace,
+            "--sink-url", self.sink_url,
+            "worker", *self.worker_args,
+        ]  # fmt: skip
+        log_file = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 (owned by the child)
+        try:
+            self.worker = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True,  # Ctrl-C reaches the stack, which stops it in order
+            )  # fmt: skip
+        finally:
+            log_file.close()
+
+    def _wait_for_worker(self, timeout: float) -> None:
+        """Until the worker has registered its liveness key (or died)."""
+        pattern = KeySpace(self.namespace, 1).worker("*")
+        deadline = time.monotonic() + timeout
+        with redis.Redis.from_url(self.url, decode_responses=True) as probe:
+            while True:
+                assert self.worker is not None
+                if self.worker.poll() is not None:
+                    raise StackError(
+                        f"the worker exited with {self.worker.returncode} at start; "
+                        f"see {self.data_dir / 'worker.log'}"
+                    )
+                if any(True for _ in probe.scan_iter(match=pattern, count=100)):
+                    return
+                if time.monotonic() > deadline:
+                    raise StackError(f"the worker did not come up within {timeout}s")
+                time.sleep(0.05)
