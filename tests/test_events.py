@@ -15,6 +15,8 @@ from coordinator.scripts import lua_dir
 from coordinator.timestamps import stream_id_ms
 from tests.conftest import stream_entries
 
+pytestmark = pytest.mark.cluster
+
 
 def test_every_change_and_rejection_is_exactly_one_event(client: Any, raw: redis.Redis) -> None:
     expected: list[str] = []

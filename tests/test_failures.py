@@ -115,6 +115,7 @@ def test_outage_raises_after_bounded_retries(tmp_path: Path) -> None:
         c.close()
 
 
+@pytest.mark.cluster
 def test_shard_count_is_recorded_and_enforced(make_client: Any, raw: redis.Redis) -> None:
     first = make_client(shards=16)
     first.start_session("agent-1")
@@ -129,6 +130,7 @@ def test_shard_count_is_recorded_and_enforced(make_client: Any, raw: redis.Redis
     assert make_client(shards=8, namespace="other").start_session("agent-2").fencing_token == 1
 
 
+@pytest.mark.cluster
 def test_schema_version_mismatch_is_refused(make_client: Any, raw: redis.Redis) -> None:
     raw.hset("test:meta", mapping={"shards": 16, "schema": 99})
     with pytest.raises(Exception, match="schema 99"):

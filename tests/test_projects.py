@@ -10,6 +10,8 @@ import redis
 from coordinator import ConflictError, RequestIdReusedError, SessionLeaseExpired
 from tests.conftest import snapshot, stream_entries
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture
 def session(client: Any) -> Any:

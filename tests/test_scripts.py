@@ -89,6 +89,7 @@ def test_shards_spread_over_distinct_slots() -> None:
     assert len(slots) == 16
 
 
+@pytest.mark.cluster
 def test_noscript_recovery_after_script_flush(client: Any, raw: redis.Redis) -> None:
     s = client.start_session("agent-1")
     client.set_current_project("agent-1", "a", s.session_id)

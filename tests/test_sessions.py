@@ -17,6 +17,8 @@ from coordinator import (
 )
 from tests.conftest import stream_entries, wait_until
 
+pytestmark = pytest.mark.cluster
+
 
 def test_start_session_returns_a_live_lease(client: Any, raw: redis.Redis) -> None:
     session = client.start_session("agent-1", metadata={"host": "a"})

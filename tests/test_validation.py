@@ -130,6 +130,7 @@ def test_bad_metadata_writes_nothing(
     assert snapshot(raw) == before
 
 
+@pytest.mark.cluster  # nothing is sent: the cluster run proves no key is touched
 @pytest.mark.parametrize(
     ("call", "field"),
     [
