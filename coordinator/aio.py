@@ -15,17 +15,25 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
 
 from coordinator.connection import (
     AsyncRedisClient,
     cluster_hint,
     is_cluster_client,
+    node_settings,
     open_async_client,
+    owner_address,
     parse_cluster_info,
 )
 from coordinator.core import (
-    RETRYABLE,
+    REPLICATED,
     Call,
     Command,
     CoordinatorCore,
@@ -35,7 +43,9 @@ from coordinator.core import (
     Script,
     Sleep,
     StreamPlan,
+    retryable,
 )
+from coordinator.errors import ReplicationTimeout
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
@@ -75,6 +85,10 @@ class AsyncCoordinator:
         self._scripts: dict[str, Any] = {}
         self._lock = Lock()
         self._rng = random.Random()
+        #: Durability mode: every script is followed by WAIT on its connection.
+        self._durable = settings.wait_replicas > 0
+        #: Durability mode on a cluster: direct clients of the masters, by address.
+        self._nodes: dict[tuple[str, int], AsyncRedisClient] = {}
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
 
@@ -106,6 +120,9 @@ class AsyncCoordinator:
         client, self._client = self._client, None
         if client is not None and client is not self._supplied:
             await client.aclose()
+        nodes, self._nodes = self._nodes, {}
+        for node in nodes.values():
+            await node.aclose()
 
     # --- sessions -------------------------------------------------------------------
 
@@ -255,17 +272,21 @@ class AsyncCoordinator:
 
     async def _adopt(self, client: AsyncRedisClient, cluster: bool) -> AsyncRedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+        self.cluster = cluster
         init = self._core.init_namespace()
         init.decode(await self._call(client, init.call))
-        self.cluster = cluster
         self._client = client
         return client
 
     async def _run(self, op: Op[T]) -> T:
         client = self._client or await self._ready()
         call = op.call
-        if type(call) is not Script:
-            return op.decode(await self._call(client, call))
+        if type(call) is not Script or self._durable:
+            try:
+                return op.decode(await self._call(client, call))
+            except ReplicationTimeout as short:
+                self._core.replication_outcome(op, short)
+                raise
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
@@ -313,7 +334,7 @@ class AsyncCoordinator:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
         attempt = 0
-        while isinstance(exc, RETRYABLE):
+        while retryable(exc):
             delay = self._core.retry_delay(call, attempt, exc, self._rng)
             if delay is None:
                 raise self._core.unavailable(exc, call) from exc
@@ -327,6 +348,8 @@ class AsyncCoordinator:
 
     async def _execute(self, client: AsyncRedisClient, call: Call) -> Any:
         if type(call) is Script:
+            if self._durable and call.name in REPLICATED:
+                return await self._execute_replicated(client, call)
             script = self._scripts[call.name]
             try:
                 return await client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
@@ -343,3 +366,45 @@ class AsyncCoordinator:
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)
         return await pipe.execute()
+
+    async def _execute_replicated(self, client: AsyncRedisClient, call: Script) -> Any:
+        """Durability mode: the script, then ``WAIT``, pipelined on one connection to the
+        master that runs it (WAIT counts the replicas that acknowledged the writes made
+        on its own connection). On a cluster that is a direct client of the slot's
+        master, following MOVED and ASK itself: a redirected script did not run."""
+        script = self._scripts[call.name]
+        address = owner_address(client, call.keys[0]) if self.cluster else None
+        asking = False
+        for attempt in range(3):
+            target = client if address is None else self._node(address)
+            pipe = target.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
+            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command("WAIT", self._core.wait_replicas, self._core.wait_timeout_ms)
+            try:
+                replies = await pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await target.script_load(script.script)
+                continue
+            except AskError as redirect:
+                if address is None or attempt == 2:
+                    raise
+                asking = not isinstance(redirect, MovedError)
+                if asking:
+                    address = (redirect.host, int(redirect.port))
+                else:  # a keyed read through the cluster client refreshes its slot map
+                    await client.exists(call.keys[0])
+                    address = owner_address(client, call.keys[0])
+                continue
+            return self._core.check_replicated(replies[-2], replies[-1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _node(self, address: tuple[str, int]) -> AsyncRedisClient:
+        node = self._nodes.get(address)
+        if node is None:
+            node = open_async_client(node_settings(self.settings, *address), cluster=False)
+            self._nodes[address] = node
+        return node

@@ -17,17 +17,25 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
 
 from coordinator.connection import (
     RedisClient,
     cluster_hint,
     is_cluster_client,
+    node_settings,
     open_client,
+    owner_address,
     parse_cluster_info,
 )
 from coordinator.core import (
-    RETRYABLE,
+    REPLICATED,
     Call,
     Command,
     CoordinatorCore,
@@ -37,7 +45,9 @@ from coordinator.core import (
     Script,
     Sleep,
     StreamPlan,
+    retryable,
 )
+from coordinator.errors import ReplicationTimeout
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
@@ -77,6 +87,10 @@ class Coordinator:
         self._scripts: dict[str, Any] = {}
         self._lock = Lock()
         self._rng = random.Random()
+        #: Durability mode: every script is followed by WAIT on its connection.
+        self._durable = settings.wait_replicas > 0
+        #: Durability mode on a cluster: direct clients of the masters, by address.
+        self._nodes: dict[tuple[str, int], RedisClient] = {}
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
 
@@ -108,6 +122,9 @@ class Coordinator:
         client, self._client = self._client, None
         if client is not None and client is not self._supplied:
             client.close()
+        nodes, self._nodes = self._nodes, {}
+        for node in nodes.values():
+            node.close()
 
     # --- sessions -------------------------------------------------------------------
 
@@ -257,17 +274,21 @@ class Coordinator:
 
     def _adopt(self, client: RedisClient, cluster: bool) -> RedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+        self.cluster = cluster
         init = self._core.init_namespace()
         init.decode(self._call(client, init.call))
-        self.cluster = cluster
         self._client = client
         return client
 
     def _run(self, op: Op[T]) -> T:
         client = self._client or self._ready()
         call = op.call
-        if type(call) is not Script:
-            return op.decode(self._call(client, call))
+        if type(call) is not Script or self._durable:
+            try:
+                return op.decode(self._call(client, call))
+            except ReplicationTimeout as short:
+                self._core.replication_outcome(op, short)
+                raise
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
@@ -315,7 +336,7 @@ class Coordinator:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
         attempt = 0
-        while isinstance(exc, RETRYABLE):
+        while retryable(exc):
             delay = self._core.retry_delay(call, attempt, exc, self._rng)
             if delay is None:
                 raise self._core.unavailable(exc, call) from exc
@@ -329,6 +350,8 @@ class Coordinator:
 
     def _execute(self, client: RedisClient, call: Call) -> Any:
         if type(call) is Script:
+            if self._durable and call.name in REPLICATED:
+                return self._execute_replicated(client, call)
             script = self._scripts[call.name]
             try:
                 return client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
@@ -345,3 +368,45 @@ class Coordinator:
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)
         return pipe.execute()
+
+    def _execute_replicated(self, client: RedisClient, call: Script) -> Any:
+        """Durability mode: the script, then ``WAIT``, pipelined on one connection to the
+        master that runs it (WAIT counts the replicas that acknowledged the writes made
+        on its own connection). On a cluster that is a direct client of the slot's
+        master, following MOVED and ASK itself: a redirected script did not run."""
+        script = self._scripts[call.name]
+        address = owner_address(client, call.keys[0]) if self.cluster else None
+        asking = False
+        for attempt in range(3):
+            target = client if address is None else self._node(address)
+            pipe = target.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
+            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command("WAIT", self._core.wait_replicas, self._core.wait_timeout_ms)
+            try:
+                replies = pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                target.script_load(script.script)
+                continue
+            except AskError as redirect:
+                if address is None or attempt == 2:
+                    raise
+                asking = not isinstance(redirect, MovedError)
+                if asking:
+                    address = (redirect.host, int(redirect.port))
+                else:  # a keyed read through the cluster client refreshes its slot map
+                    client.exists(call.keys[0])
+                    address = owner_address(client, call.keys[0])
+                continue
+            return self._core.check_replicated(replies[-2], replies[-1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _node(self, address: tuple[str, int]) -> RedisClient:
+        node = self._nodes.get(address)
+        if node is None:
+            node = open_client(node_settings(self.settings, *address), cluster=False)
+            self._nodes[address] = node
+        return node

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -73,8 +73,11 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
     }
     if settings.client_name:
         kwargs["client_name"] = settings.client_name
-    if settings.username:
-        kwargs["username"] = settings.username
+    # A user named in the URL counts too: cluster seeds and sentinel URLs are not
+    # parsed by redis-py, so it would be dropped there.
+    username = settings.username or unquote(urlsplit(settings.redis_url).username or "")
+    if username:
+        kwargs["username"] = username
     if settings.password is not None:
         kwargs["password"] = settings.password.get_secret_value()
     if settings.max_connections:
@@ -165,6 +168,23 @@ def open_async_client(settings: Settings, cluster: bool) -> AsyncRedisClient:
             )
         return redis.asyncio.cluster.RedisCluster.from_url(url, retry=_no_retry_async(), **kwargs)
     return redis.asyncio.Redis.from_url(url, retry=_no_retry_async(), **kwargs)
+
+
+def node_settings(settings: Settings, host: str, port: int) -> Settings:
+    """Settings for a direct connection to one cluster node (same user, TLS, timeouts)."""
+    parts = urlsplit(settings.redis_url)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@{host}:{port}" if user else f"{host}:{port}"
+    return settings.model_copy(
+        update={"redis_url": f"{parts.scheme}://{netloc}/0", "cluster": False}
+    )
+
+
+def owner_address(client: Any, key: str) -> tuple[str, int]:
+    """(host, port) of the cluster master serving ``key``, from the client's slot map
+    (no I/O: the same call on the sync and the asyncio cluster client)."""
+    node = client.get_node_from_key(key)
+    return str(node.host), int(node.port)
 
 
 def cluster_hint(settings: Settings) -> bool | None:

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 import redis.exceptions as rx
+from redis.sentinel import MasterNotFoundError
 
 from coordinator import validation
 from coordinator.constants import SCHEMA_VERSION
@@ -28,6 +29,7 @@ from coordinator.errors import (
     ConflictError,
     CoordinatorError,
     CoordinatorUnavailable,
+    ReplicationTimeout,
     RequestIdReusedError,
     SessionAlreadyActive,
     SessionLeaseExpired,
@@ -135,6 +137,10 @@ class CoordinatorCore:
         self.request_ttl_ms = round(settings.request_ttl * 1000)
         # Hot path: a repeated (agent, project, session) is validated and encoded once.
         self._set_prefix_cached = lru_cache(maxsize=4096)(self._set_prefix)
+        #: Durability mode: replicas that must acknowledge each script's changes (0 = off)
+        #: and how long ``WAIT`` may block for them (ms).
+        self.wait_replicas = settings.wait_replicas
+        self.wait_timeout_ms = max(1, round(settings.wait_timeout * 1000))
 
     # --- namespace ------------------------------------------------------------------
 
@@ -453,6 +459,24 @@ class CoordinatorCore:
         merged.sort(key=lambda e: (stream_id_key(e.stream_id), e.shard), reverse=True)
         return merged[:limit]
 
+    # --- durability mode ------------------------------------------------------------
+
+    def check_replicated(self, reply: Any, acknowledged: Any) -> Any:
+        """The script's reply once ``WAIT`` answered; ReplicationTimeout when fewer
+        replicas than ``wait_replicas`` acknowledged it."""
+        acked = int(acknowledged)
+        if acked < self.wait_replicas:
+            raise ReplicationTimeout(self.wait_replicas, acked, reply=reply)
+        return reply
+
+    @staticmethod
+    def replication_outcome(op: Op[Any], short: ReplicationTimeout) -> None:
+        """Attach what the call produced on the primary to ``short`` (result or error)."""
+        try:
+            short.result = op.decode(short.reply)
+        except CoordinatorError as exc:
+            short.error = exc
+
     # --- failures -------------------------------------------------------------------
 
     def retry_delay(
@@ -486,7 +510,9 @@ class CoordinatorCore:
             return CoordinatorUnavailable(
                 f"Redis Cluster at {self.settings.safe_redis_url} is unavailable: {exc}"
             )
-        if isinstance(exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError):
+        if isinstance(
+            exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError
+        ) or any(refusal in str(exc) for refusal in _SCRIPT_ACL_REFUSALS):
             return AccessDenied(f"Redis at {self.settings.safe_redis_url} refused access: {exc}")
         if isinstance(exc, rx.OutOfMemoryError):
             return CoordinatorUnavailable(
@@ -499,7 +525,7 @@ class CoordinatorCore:
                 f"redirected the call ({exc}); connect in cluster mode (cluster=True, "
                 "COORDINATOR_REDIS_CLUSTER=1, or leave it unset to detect)"
             )
-        if isinstance(exc, RETRYABLE):
+        if retryable(exc):
             return self.unavailable(exc, call)
         name = call.name if isinstance(call, Script) else type(call).__name__
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
@@ -509,6 +535,10 @@ class CoordinatorCore:
 WRITES: Final = frozenset(
     {"start_session", "end_session", "revoke_session", "set_project", "reap_expired"}
 )
+
+#: Scripts whose changes durability mode waits for: every one but the namespace check,
+#: which any client repeats with the same values.
+REPLICATED: Final = WRITES | {"heartbeat"}
 
 #: Errors after which an idempotent call is retried.
 RETRYABLE: Final = (
@@ -520,21 +550,51 @@ RETRYABLE: Final = (
 )
 
 
+#: How Redis words an ACL refusal of a command run inside a script (6.2 and 7).
+_SCRIPT_ACL_REFUSALS: Final = (
+    "user executing the script can't run this command",
+    "user executing the script can't access at least one of the keys",
+)
+#: The primary refused a write for lack of replicas (``min-replicas-to-write``).
+_NO_REPLICAS: Final = "NOREPLICAS"
+#: redis-py's Sentinel connection turns READONLY from a demoted primary into this.
+_DEMOTED_PRIMARY: Final = "previous master is now a slave"
+
+
+def retryable(exc: BaseException) -> bool:
+    """Errors after which an idempotent call (or a write that surely did not run) is
+    sent again."""
+    return isinstance(exc, RETRYABLE) or (
+        isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc)
+    )
+
+
 def not_applied(exc: BaseException) -> bool:
     """True when the failed command certainly did not run, so even a write may be resent.
 
-    A refused connection, a loading or read-only replica and a cluster that is down
-    all reject the command before executing it; a timeout or a dropped connection
-    after sending does not tell.
+    A refused connection, a loading or read-only replica (also as reported by the
+    Sentinel client after a failover), a primary without enough replicas, a
+    sentinel that knows no primary and a cluster that is down all reject the
+    command before executing it; a timeout or a dropped connection after sending
+    does not tell.
     """
     if isinstance(
-        exc, rx.BusyLoadingError | rx.ReadOnlyError | rx.TryAgainError | rx.ClusterDownError
+        exc,
+        rx.BusyLoadingError
+        | rx.ReadOnlyError
+        | rx.TryAgainError
+        | rx.ClusterDownError
+        | MasterNotFoundError,
     ):
         return True
     if isinstance(exc, rx.AuthenticationError):
         return False
+    if isinstance(exc, rx.ResponseError):
+        return _NO_REPLICAS in str(exc)
     # redis-py words connect-phase failures as "Error <errno> connecting to <addr>".
-    return isinstance(exc, rx.ConnectionError) and " connecting to " in str(exc)
+    return isinstance(exc, rx.ConnectionError) and (
+        " connecting to " in str(exc) or _DEMOTED_PRIMARY in str(exc)
+    )
 
 
 def _decode_flag(reply: Any) -> bool:

@@ -329,6 +329,7 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Graceful shutdown (SIGTERM: Redis flushes the append-only file), then wait."""
+        self.resume()  # a paused server would not act on SIGTERM
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -351,6 +352,18 @@ class EmbeddedRedis:
             process.stderr.close()
         self.pidfile.unlink(missing_ok=True)
         self._release_lock()
+
+    def pause(self) -> None:
+        """SIGSTOP the server (fault injection): it keeps its sockets but answers nothing."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
 
     def restart(self, timeout: float = 15.0) -> EmbeddedRedis:
         self.stop()

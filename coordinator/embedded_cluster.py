@@ -127,6 +127,16 @@ class EmbeddedCluster:
                 self._ids[port] = str(_cluster(r, "MYID"))
         return self._ids[port]
 
+    def replica_of(self, master: EmbeddedRedis) -> EmbeddedRedis:
+        """A running replica of ``master``."""
+        for node in self.nodes:
+            if node is master or not node.is_running():
+                continue
+            with contextlib.closing(node.client(decode_responses=True)) as r:
+                if r.info("replication").get("master_port") == master.port:
+                    return node
+        raise EmbeddedRedisError(f"no replica of {master!r}")
+
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         """A redis-py cluster client (``decode_responses=True`` unless overridden)."""
         kwargs.setdefault("decode_responses", True)
@@ -195,7 +205,7 @@ class EmbeddedCluster:
             for node in self.nodes[1:]:
                 _cluster(clients[0], "MEET", "127.0.0.1", node.port)
             total = len(self.nodes)
-            self._poll(lambda: all(_known_nodes(r) == total for r in clients), timeout, "MEET")
+            poll(lambda: all(_known_nodes(r) == total for r in clients), timeout, "MEET")
             for i, r in enumerate(clients[self.masters_count :]):
                 master = self.masters[i % self.masters_count]
                 _cluster(r, "REPLICATE", self.node_id(master))
@@ -221,18 +231,10 @@ class EmbeddedCluster:
             return len(maps) == 1
 
         try:
-            self._poll(healthy, timeout, "cluster_state:ok")
+            poll(healthy, timeout, "cluster_state:ok")
         finally:
             for r in clients:
                 r.close()
-
-    @staticmethod
-    def _poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise EmbeddedRedisError(f"cluster not ready within {timeout}s ({what})")
-            time.sleep(0.05)
 
     def flushall(self) -> None:
         """Empty every master (replicas follow)."""
@@ -265,6 +267,15 @@ class EmbeddedCluster:
             f"EmbeddedCluster({self.seeds_url!r}, masters={self.masters_count}, "
             f"replicas={self.replicas_per_master}, version={version})"
         )
+
+
+def poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Call ``predicate`` until it is true; EmbeddedRedisError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise EmbeddedRedisError(f"not ready within {timeout}s ({what})")
+        time.sleep(0.05)
 
 
 def _command(r: redis.Redis, *args: Any) -> Any:

@@ -137,17 +137,35 @@ class CoordinatorUnavailable(CoordinatorError):
 
 
 class ReplicationTimeout(CoordinatorUnavailable):
-    """Durability mode: the write was applied on the primary but fewer replicas than
-    required acknowledged it in time. It may be lost if the primary fails now."""
+    """Durability mode: the call ran on the primary but fewer replicas than required
+    acknowledged it in time, so a failover now could lose it.
 
-    def __init__(self, wanted: int, acknowledged: int) -> None:
+    ``result`` is what the call returned on the primary (e.g. the written
+    ``AgentProject``), or ``error`` the exception it raised there (e.g. a
+    ``ConflictError``: its audit event is what was not acknowledged). Retrying a
+    write with the same ``request_id`` returns the stored outcome and waits again.
+    """
+
+    def __init__(
+        self,
+        wanted: int,
+        acknowledged: int,
+        *,
+        reply: object = None,
+        result: object = None,
+        error: CoordinatorError | None = None,
+    ) -> None:
         super().__init__(
-            f"write applied on the primary but acknowledged by {acknowledged} of "
+            f"the change was applied on the primary but acknowledged by {acknowledged} of "
             f"{wanted} required replicas",
             maybe_applied=True,
         )
         self.wanted = wanted
         self.acknowledged = acknowledged
+        #: The script's raw reply (the shells decode it into ``result`` / ``error``).
+        self.reply = reply
+        self.result = result
+        self.error = error
 
 
 class UnexpectedReply(CoordinatorError):

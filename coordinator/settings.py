@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from coordinator import constants as C
 from coordinator import validation
@@ -126,6 +133,15 @@ class Settings(BaseModel):
     def _non_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must not be negative")
+        return value
+
+    @field_validator("wait_timeout")
+    @classmethod
+    def _wait_timeout(cls, value: float, info: ValidationInfo) -> float:
+        socket_timeout = info.data.get("socket_timeout")
+        if info.data.get("wait_replicas") and socket_timeout and value >= socket_timeout:
+            # WAIT blocks the connection: a longer wait would look like a dead server.
+            raise ValueError(f"must be shorter than socket_timeout ({socket_timeout} s)")
         return value
 
     @field_validator("redis_url")
