@@ -31,6 +31,7 @@ from coordinator.connection import (
     open_async_client,
     owner_address,
     parse_cluster_info,
+    sentinels_of,
 )
 from coordinator.core import (
     REPLICATED,
@@ -43,6 +44,7 @@ from coordinator.core import (
     Script,
     Sleep,
     StreamPlan,
+    read_only,
     retryable,
 )
 from coordinator.errors import ReplicationTimeout
@@ -120,6 +122,8 @@ class AsyncCoordinator:
         client, self._client = self._client, None
         if client is not None and client is not self._supplied:
             await client.aclose()
+            for sentinel in sentinels_of(client):
+                await sentinel.aclose()
         nodes, self._nodes = self._nodes, {}
         for node in nodes.values():
             await node.aclose()
@@ -339,6 +343,11 @@ class AsyncCoordinator:
             if delay is None:
                 raise self._core.unavailable(exc, call) from exc
             attempt += 1
+            if read_only(exc):
+                # Connect afresh: a Sentinel-managed pool asks the sentinels again.
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    await pool.disconnect(inuse_connections=False)
             await sleep(delay)
             try:
                 return await self._execute(client, call)

@@ -33,6 +33,7 @@ from coordinator.connection import (
     open_client,
     owner_address,
     parse_cluster_info,
+    sentinels_of,
 )
 from coordinator.core import (
     REPLICATED,
@@ -45,6 +46,7 @@ from coordinator.core import (
     Script,
     Sleep,
     StreamPlan,
+    read_only,
     retryable,
 )
 from coordinator.errors import ReplicationTimeout
@@ -122,6 +124,8 @@ class Coordinator:
         client, self._client = self._client, None
         if client is not None and client is not self._supplied:
             client.close()
+            for sentinel in sentinels_of(client):
+                sentinel.close()
         nodes, self._nodes = self._nodes, {}
         for node in nodes.values():
             node.close()
@@ -341,6 +345,11 @@ class Coordinator:
             if delay is None:
                 raise self._core.unavailable(exc, call) from exc
             attempt += 1
+            if read_only(exc):
+                # Connect afresh: a Sentinel-managed pool asks the sentinels again.
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect(inuse_connections=False)
             sleep(delay)
             try:
                 return self._execute(client, call)

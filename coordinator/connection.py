@@ -187,6 +187,14 @@ def owner_address(client: Any, key: str) -> tuple[str, int]:
     return str(node.host), int(node.port)
 
 
+def sentinels_of(client: object) -> list[Any]:
+    """The clients of the sentinels behind a Sentinel-managed client (else none): the
+    client's own close leaves their connections open."""
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
+
+
 def cluster_hint(settings: Settings) -> bool | None:
     """Cluster mode when it is known without asking the server, else None."""
     if settings.cluster is not None:

@@ -559,14 +559,28 @@ _SCRIPT_ACL_REFUSALS: Final = (
 _NO_REPLICAS: Final = "NOREPLICAS"
 #: redis-py's Sentinel connection turns READONLY from a demoted primary into this.
 _DEMOTED_PRIMARY: Final = "previous master is now a slave"
+#: A replica's refusal; Redis 6.2 wraps it in a script error when a script writes.
+_READ_ONLY: Final = "READONLY You can't write against a read only replica"
 
 
 def retryable(exc: BaseException) -> bool:
     """Errors after which an idempotent call (or a write that surely did not run) is
     sent again."""
-    return isinstance(exc, RETRYABLE) or (
-        isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc)
+    return (
+        isinstance(exc, RETRYABLE)
+        or (isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc))
+        or read_only(exc)
     )
+
+
+def read_only(exc: BaseException) -> bool:
+    """The node answered as a replica: typically a primary demoted by a failover, so
+    the client should connect afresh (a Sentinel client then finds the new primary)."""
+    if isinstance(exc, rx.ReadOnlyError):
+        return True
+    if isinstance(exc, rx.ConnectionError):
+        return _DEMOTED_PRIMARY in str(exc)
+    return isinstance(exc, rx.ResponseError) and _READ_ONLY in str(exc)
 
 
 def not_applied(exc: BaseException) -> bool:
@@ -589,12 +603,12 @@ def not_applied(exc: BaseException) -> bool:
         return True
     if isinstance(exc, rx.AuthenticationError):
         return False
+    if read_only(exc):  # a replica runs no write (a script fails at its first one)
+        return True
     if isinstance(exc, rx.ResponseError):
         return _NO_REPLICAS in str(exc)
     # redis-py words connect-phase failures as "Error <errno> connecting to <addr>".
-    return isinstance(exc, rx.ConnectionError) and (
-        " connecting to " in str(exc) or _DEMOTED_PRIMARY in str(exc)
-    )
+    return isinstance(exc, rx.ConnectionError) and " connecting to " in str(exc)
 
 
 def _decode_flag(reply: Any) -> bool:

@@ -159,15 +159,20 @@ class EmbeddedSentinel:
             raise
         return self
 
-    def wait_replicated(self, timeout: float = 60.0) -> None:
-        """Poll until every running replica's link to the primary is up."""
+    def wait_replicated(self, timeout: float = 60.0, *, caught_up: bool = False) -> None:
+        """Poll until every running replica's link to the primary is up (and, with
+        ``caught_up``, it has processed the primary's whole replication stream)."""
 
         def linked() -> bool:
-            return all(
-                _replication(n).get("master_link_status") == "up"
-                for n in self.nodes
-                if n.is_running() and _role(n) == "slave"
-            )
+            offsets = set()
+            for node in self.nodes:
+                if not node.is_running():
+                    continue
+                state = _replication(node)
+                if state.get("role") == "slave" and state.get("master_link_status") != "up":
+                    return False
+                offsets.add(state.get("master_repl_offset"))
+            return not caught_up or len(offsets) == 1
 
         poll(linked, timeout, "replication link up")
 
@@ -187,13 +192,15 @@ class EmbeddedSentinel:
 
         poll(agreed, timeout, "sentinels agree")
 
-    def failover(self, timeout: float = 60.0) -> EmbeddedRedis:
-        """A graceful ``SENTINEL FAILOVER``; returns the new primary once it serves and
-        the old one has become its replica."""
+    def failover(self, timeout: float = 60.0, *, demoted: bool = True) -> EmbeddedRedis:
+        """A forced ``SENTINEL FAILOVER``; returns the new primary once it serves (and,
+        with ``demoted``, once Sentinel has turned the old one into its replica, which
+        takes it about eight seconds: until then the old primary still accepts writes
+        from clients connected to it)."""
         old = self.primary
         with contextlib.closing(self.sentinels[0].client(decode_responses=True)) as r:
             r.execute_command("SENTINEL", "FAILOVER", self.service)  # type: ignore[no-untyped-call]
-        return self.wait_promoted(old, timeout, demoted=True)
+        return self.wait_promoted(old, timeout, demoted=demoted)
 
     def kill_primary(self) -> EmbeddedRedis:
         """SIGKILL the primary (the sentinels notice after ``down_after_ms``)."""
