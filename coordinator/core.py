@@ -485,7 +485,7 @@ class CoordinatorCore:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
         if attempt + 1 >= max(self.settings.retry_attempts, 1):
             return None
-        if not (call.retry or not_applied(exc)):
+        if not (call.retry or not_applied(exc)) or _TLS_UNVERIFIED in str(exc):
             return None
         cap = min(self.settings.retry_backoff_cap, self.settings.retry_backoff * 2**attempt)
         return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
@@ -499,6 +499,8 @@ class CoordinatorCore:
                 if call.retry
                 else "pass a request_id to retry safely)"
             )
+        if _TLS_UNVERIFIED in str(exc):
+            hint = " (the server's certificate is not signed by a CA in tls_ca_certs)"
         return CoordinatorUnavailable(
             f"Redis at {self.settings.safe_redis_url} is unavailable: {exc}{hint}",
             maybe_applied=maybe,
@@ -555,6 +557,8 @@ _SCRIPT_ACL_REFUSALS: Final = (
     "user executing the script can't run this command",
     "user executing the script can't access at least one of the keys",
 )
+#: The server's TLS certificate did not verify: retrying cannot help.
+_TLS_UNVERIFIED: Final = "CERTIFICATE_VERIFY_FAILED"
 #: The primary refused a write for lack of replicas (``min-replicas-to-write``).
 _NO_REPLICAS: Final = "NOREPLICAS"
 #: redis-py's Sentinel connection turns READONLY from a demoted primary into this.

@@ -159,22 +159,33 @@ class AsyncAsSync:
 
 
 @pytest.fixture(params=["sync", "async"])
-def make_client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Callable[..., Any]]:
-    """Factory of clients of the parametrised shell; all are closed after the test."""
+def make_coordinator(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Factory of clients of the parametrised shell for any URL; all are closed after
+    the test."""
     made: list[Any] = []
 
-    def make(url: str | None = None, **overrides: Any) -> Any:
+    def make(url: str, **overrides: Any) -> Any:
         overrides.setdefault("namespace", "test")
         if request.param == "sync":
-            client: Any = Coordinator.from_url(url or redis_url, **overrides)
+            client: Any = Coordinator.from_url(url, **overrides)
         else:
-            client = AsyncAsSync(AsyncCoordinator.from_url(url or redis_url, **overrides))
+            client = AsyncAsSync(AsyncCoordinator.from_url(url, **overrides))
         made.append(client)
         return client
 
     yield make
     for client in made:
         client.close()
+
+
+@pytest.fixture
+def make_client(make_coordinator: Callable[..., Any], redis_url: str) -> Callable[..., Any]:
+    """Factory of clients of the parametrised shell on the session's server (or ``url``)."""
+
+    def make(url: str | None = None, **overrides: Any) -> Any:
+        return make_coordinator(url or redis_url, **overrides)
+
+    return make
 
 
 @pytest.fixture
