@@ -570,6 +570,8 @@ _READ_ONLY: Final = "READONLY You can't write against a read only replica"
 def retryable(exc: BaseException) -> bool:
     """Errors after which an idempotent call (or a write that surely did not run) is
     sent again."""
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return False  # redis-py files them under ConnectionError; retrying cannot help
     return (
         isinstance(exc, RETRYABLE)
         or (isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc))

@@ -21,8 +21,10 @@ if live[1] == sid then
   local ttl = tonumber(new_ttl) or tonumber(live[3])
   local now = server_ms()
   local deadline = now + ttl
-  redis.call('HSET', lease_key, 'hb', int(now), 'exp', int(deadline), 'ttl', int(ttl))
+  -- PEXPIREAT first: a caller whose ACL lacks it (worker, admin) is refused before
+  -- anything changed.
   redis.call('PEXPIREAT', lease_key, int(deadline))
+  redis.call('HSET', lease_key, 'hb', int(now), 'exp', int(deadline), 'ttl', int(ttl))
   redis.call('ZADD', index_key, int(deadline), agent)
   return {0, tonumber(live[2]), now, deadline, ttl, live[4]}
 end

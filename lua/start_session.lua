@@ -18,19 +18,22 @@ local lease_key, agent_key, index_key, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local agent, nonce, ttl, exclusive, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
 local live = redis.call('HMGET', lease_key, 'sid', 'exp')
+if live[1] and exclusive == '1' then
+  audit(stream, 'session_refused', agent, '', '', '', '', '', '', '0',
+        'a live session exists', meta)
+  return {3, tonumber(live[2])}
+end
+
+-- Minting the token is the first write, so a caller whose ACL lacks HINCRBY (the
+-- worker and admin users) is refused before anything changed (Redis does not roll a
+-- script back when a command inside it is refused).
+local token = int(redis.call('HINCRBY', agent_key, 'tok', 1))
 if live[1] then
-  if exclusive == '1' then
-    audit(stream, 'session_refused', agent, '', '', '', '', '', '', '0',
-          'a live session exists', meta)
-    return {3, tonumber(live[2])}
-  end
   audit(stream, 'session_superseded', agent, live[1], sid_token(live[1]), '', '', '', '', '1',
         'superseded by a new session', '')
 else
   reap_lapsed(lease_key, agent_key, index_key, stream, agent)
 end
-
-local token = int(redis.call('HINCRBY', agent_key, 'tok', 1))
 local sid = token .. '-' .. nonce .. '@' .. agent
 local now = server_ms()
 local deadline = now + ttl

@@ -1,0 +1,388 @@
+"""deploy/users.acl against real redis-server 6.2 and 7 processes that load it.
+
+Each role can do its job and is refused the rest; a refused script changes nothing
+(Redis does not roll a script back, so the scripts put each role's first write where
+the roles without it are stopped). Refusals surface as AccessDenied. Passwords never
+appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from coordinator import AccessDenied, Coordinator, EmbeddedRedis
+from coordinator.embedded_cluster import EmbeddedCluster
+from coordinator.keys import KeySpace
+from tests.conftest import snapshot, wait_until
+
+ACL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.acl"
+ROLES = ("coordinator-server", "coordinator-worker", "coordinator-admin", "ops")
+KEYS = KeySpace("coord", 16)
+#: redis-py retries a failed AUTH with backoff by default: these tests expect failures.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def password(user: str) -> str:
+    return f"{user}-pw-{hashlib.sha1(user.encode()).hexdigest()[:8]}"
+
+
+def acl_with_passwords(text: str) -> str:
+    """The shipped file with each user's password appended, as its comments say."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("user ") and not line.startswith("user default "):
+            user = line.split()[1]
+            line += " #" + hashlib.sha256(password(user).encode()).hexdigest()
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def acl_rules() -> dict[str, list[str]]:
+    """Each user line of the shipped file as ACL SETUSER arguments."""
+    return {
+        line.split()[1]: line.split()[2:]
+        for line in ACL_FILE.read_text().splitlines()
+        if line.startswith("user ")
+    }
+
+
+class AclRedis(EmbeddedRedis):
+    """A server whose default user is off: manage it as ``ops``."""
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.port or 0, username="ops", password=password("ops"),
+            **kwargs,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def acl_server(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AclRedis]:
+    folder = tmp_path_factory.mktemp("acl")
+    aclfile = folder / "users.acl"
+    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
+    server = AclRedis(
+        folder / "data",
+        port=0,
+        unix_socket=False,
+        binary=redis_server.binary,
+        config={"aclfile": str(aclfile)},
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
+    """The privileged client: flushes before the test and inspects state."""
+    client = acl_server.client(decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def url_of(server: EmbeddedRedis, user: str, secret: str | None = None) -> str:
+    return f"redis://{user}:{secret or password(user)}@127.0.0.1:{server.port}/0"
+
+
+def as_user(server: EmbeddedRedis, user: str) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=server.port or 0,
+        username=user,
+        password=password(user),
+        decode_responses=True,
+        retry=NO_RETRY,
+    )
+
+
+@pytest.fixture
+def role(
+    make_coordinator: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> Callable[[str], Any]:
+    """A Coordinator (either shell) logged in as a role, namespace ``coord``."""
+
+    def connect(user: str, **overrides: Any) -> Any:
+        overrides.setdefault("namespace", "coord")
+        return make_coordinator(url_of(acl_server, user), retry_attempts=1, **overrides)
+
+    return connect
+
+
+def refused_without_change(ops: redis.Redis, call: Callable[[], Any]) -> None:
+    before = snapshot(ops)
+    with pytest.raises(AccessDenied):
+        call()
+    assert snapshot(ops) == before
+
+
+def refused(client: redis.Redis, *command: Any) -> None:
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.execute_command(*command)
+
+
+def test_the_shipped_file_loads_and_lets_nobody_in(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # The shipped lines unchanged, plus a test-only superuser ("ops" is one of the
+    # shipped users, so the harness logs in as itself).
+    aclfile = tmp_path / "users.acl"
+    harness = "user harness on #" + hashlib.sha256(password("ops").encode()).hexdigest()
+    aclfile.write_text(ACL_FILE.read_text() + harness + " ~* &* +@all\n")
+
+    class Harness(AclRedis):
+        def client(self, **kwargs: Any) -> redis.Redis:
+            return redis.Redis(
+                host="127.0.0.1", port=self.port or 0, username="harness",
+                password=password("ops"), **kwargs,
+            )  # fmt: skip
+
+    server = Harness(
+        tmp_path / "data", port=0, unix_socket=False, binary=redis_server.binary,
+        config={"aclfile": str(aclfile)},
+    )  # fmt: skip
+    with server, contextlib.closing(server.client(decode_responses=True)) as admin:
+        assert sorted(admin.acl_users()) == sorted(["default", "harness", *ROLES])
+        assert "off" in admin.acl_getuser("default")["flags"]
+        # No password was shipped: nobody can authenticate until an operator adds one.
+        for user in ("default", *ROLES):
+            for guess in ("", "nopass", password(user)):
+                with pytest.raises(redis.AuthenticationError):
+                    redis.Redis(
+                        host="127.0.0.1", port=server.port or 0, username=user, password=guess,
+                        retry=NO_RETRY,
+                    ).ping()  # fmt: skip
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port or 0, retry=NO_RETRY).ping()
+
+
+def test_server_role_runs_the_library(role: Callable[..., Any], ops: redis.Redis) -> None:
+    c = role("coordinator-server")
+    s = c.start_session("agent-1", metadata={"host": "a"})
+    c.heartbeat_session(s.session_id)
+    c.set_current_project("agent-1", "a", s.session_id)
+    c.set_current_project("agent-1", "b", s.session_id, expected_version=1, request_id="r-1")
+    assert c.get_current_project("agent-1").version == 2
+    assert [r.version for r in c.get_current_projects(["agent-1"])] == [2]
+    assert [lease.agent_id for lease in c.list_leases()] == ["agent-1"]
+    assert len(c.get_agent_events("agent-1")) == 3
+    c.server_time()
+    assert c.start_session("agent-2", ttl=0.05).fencing_token == 1
+    assert c.end_session("agent-1", s.session_id) is True
+    wait_until(lambda: c.cleanup_expired_sessions() == 1)
+    assert c.revoke_session("agent-1") is False
+
+
+def test_server_role_is_refused_the_rest(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    role("coordinator-server").start_session("agent-1")
+    r = as_user(acl_server, "coordinator-server")
+    stream = KEYS.stream(KEYS.shard_of("agent-1"))
+    for command in (
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+        ("SCAN", 0),
+        ("CONFIG", "GET", "*"),
+        ("ACL", "LIST"),
+        ("XTRIM", stream, "MAXLEN", 0),
+        ("XACK", stream, "coordinator", "0-1"),
+        ("XGROUP", "CREATE", stream, "g", "0"),
+        ("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">"),
+        ("XADD", KEYS.dead_letters(0), "*", "f", "v"),
+        ("SET", "coord:worker:w1", "x"),
+        ("GET", "other:meta"),
+        ("HGETALL", KEYS.agent("agent-1")),
+    ):
+        refused(r, *command)
+    # Another namespace is out of reach: refused at connect, nothing written.
+    refused_without_change(
+        ops, lambda: role("coordinator-server", namespace="other").start_session("a")
+    )
+
+
+def test_worker_role_consumes_trims_and_reaps(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    server = role("coordinator-server")
+    s = server.start_session("agent-1")
+    server.start_session("agent-2", ttl=0.05)
+    w = as_user(acl_server, "coordinator-worker")
+    stream = KEYS.stream(KEYS.shard_of("agent-1"))
+    assert w.xgroup_create(stream, "coordinator", id="0", mkstream=True)
+    entries = w.xreadgroup("coordinator", "w1", {stream: ">"}, count=10)
+    [(_, [(first_id, _)])] = entries
+    assert w.xpending(stream, "coordinator")["pending"] == 1
+    assert w.xinfo_groups(stream)[0]["name"] == "coordinator"
+    w.xinfo_stream(stream)
+    w.xinfo_consumers(stream, "coordinator")
+    w.xautoclaim(stream, "coordinator", "w2", min_idle_time=0)
+    assert w.xack(stream, "coordinator", first_id) == 1
+    w.xadd(KEYS.dead_letters(0), {"stream_id": first_id, "error": "poison"})
+    w.set("coord:worker:w1", "alive", ex=30)
+    assert w.expire("coord:worker:w1", 60)
+    assert w.get("coord:worker:w1") == "alive"
+    w.xtrim(stream, minid=first_id)
+    worker = role("coordinator-worker")
+    wait_until(lambda: worker.cleanup_expired_sessions() == 1)
+    assert worker.get_agent_events(event_type="session_expired")[0].agent_id == "agent-2"
+    assert server.heartbeat_session(s.session_id)
+
+
+def test_worker_role_is_refused_the_rest(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    server = role("coordinator-server")
+    s = server.start_session("agent-1")
+    server.set_current_project("agent-1", "a", s.session_id)
+    worker = role("coordinator-worker")
+    for call in (
+        lambda: worker.start_session("agent-1"),
+        lambda: worker.start_session("agent-9"),
+        lambda: worker.heartbeat_session(s.session_id),
+        lambda: worker.set_current_project("agent-1", "b", s.session_id),
+        lambda: worker.set_current_project("agent-1", "b", s.session_id, request_id="r"),
+        lambda: worker.end_session("agent-1", s.session_id),
+        lambda: worker.revoke_session("agent-1"),
+    ):
+        refused_without_change(ops, call)
+    w = as_user(acl_server, "coordinator-worker")
+    for command in (
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+        ("CONFIG", "SET", "maxmemory", "1"),
+        ("DEL", KEYS.lease("agent-1")),
+        ("HINCRBY", KEYS.agent("agent-1"), "v", 1),
+        ("SET", "other:worker:w1", "x"),
+        ("XADD", "{other:0}:dead", "*", "f", "v"),
+    ):
+        refused(w, *command)
+
+
+def test_admin_role_inspects_and_revokes(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    server = role("coordinator-server")
+    s = server.start_session("agent-1")
+    server.set_current_project("agent-1", "a", s.session_id)
+    server.start_session("agent-2", ttl=0.05)
+    admin = role("coordinator-admin")
+    wait_until(lambda: admin.cleanup_expired_sessions() == 1)
+    assert {lease.agent_id for lease in admin.list_leases()} == {"agent-1"}
+    assert admin.get_current_project("agent-1").project_name == "a"
+    assert len(admin.get_agent_events(limit=100)) == 4
+    assert admin.revoke_session("agent-1", reason="operator test") is True
+    assert admin.list_leases() == []
+    a = as_user(acl_server, "coordinator-admin")
+    stream = KEYS.stream(KEYS.shard_of("agent-1"))
+    assert a.xlen(stream) >= 1
+    a.xinfo_stream(stream)
+    assert a.pttl("coord:worker:none") == -2
+
+
+def test_admin_role_is_refused_writes_it_does_not_need(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    server = role("coordinator-server")
+    s = server.start_session("agent-1")
+    server.set_current_project("agent-1", "a", s.session_id)
+    admin = role("coordinator-admin")
+    for call in (
+        lambda: admin.start_session("agent-1"),  # would supersede the live session
+        lambda: admin.start_session("agent-9"),
+        lambda: admin.heartbeat_session(s.session_id),
+        lambda: admin.set_current_project("agent-1", "b", s.session_id),
+        lambda: admin.set_current_project("agent-1", "b", s.session_id, request_id="r"),
+    ):
+        refused_without_change(ops, call)
+    a = as_user(acl_server, "coordinator-admin")
+    stream = KEYS.stream(KEYS.shard_of("agent-1"))
+    for command in (
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+        ("CONFIG", "GET", "*"),
+        ("XTRIM", stream, "MAXLEN", 0),
+        ("XACK", stream, "coordinator", "0-1"),
+        ("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">"),
+        ("SET", "coord:worker:w1", "x"),
+        ("GET", "coord:meta"),
+        ("HGETALL", "other:meta"),
+    ):
+        refused(a, *command)
+
+
+def test_bad_credentials_are_access_denied_without_the_password(
+    make_coordinator: Callable[..., Any],
+    acl_server: AclRedis,
+    ops: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "wrong-secret-4d2e"
+    for user in ("coordinator-server", "nobody"):
+        c = make_coordinator(url_of(acl_server, user, secret), namespace="coord")
+        with pytest.raises(AccessDenied) as info:
+            c.start_session("agent-1")
+        assert secret not in str(info.value)
+        assert secret not in repr(c)
+        assert secret not in repr(c.settings)
+    assert snapshot(ops) == {}
+    assert all(secret not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.cluster(only=True)
+def test_server_and_worker_roles_on_a_cluster(
+    redis_server: EmbeddedCluster, raw: redis.RedisCluster
+) -> None:
+    # The rules need nothing more on a cluster (discovery: CLUSTER SLOTS/SHARDS, COMMAND).
+    rules = acl_rules()
+    users = ["coordinator-server", "coordinator-worker"]
+    for node in redis_server.nodes:
+        with contextlib.closing(node.client()) as r:
+            for user in users:
+                secret = hashlib.sha256(password(user).encode()).hexdigest()
+                r.execute_command("ACL", "SETUSER", user, *rules[user], "#" + secret)
+    try:
+        url = f"redis://coordinator-server:{password('coordinator-server')}@127.0.0.1:"
+        c = Coordinator.from_url(f"{url}{redis_server.masters[1].port}/0", namespace="coord")
+        agents = [f"agent-{i}" for i in range(24)]
+        for agent in agents:
+            s = c.start_session(agent)
+            c.set_current_project(agent, "p", s.session_id)
+        assert {lease.agent_id for lease in c.list_leases()} == set(agents)
+        assert len(c.get_agent_events(limit=100)) == 48
+        c.close()
+        worker = redis.cluster.RedisCluster(
+            host="127.0.0.1",
+            port=redis_server.masters[2].port or 0,
+            username="coordinator-worker",
+            password=password("coordinator-worker"),
+            decode_responses=True,
+        )
+        with contextlib.closing(worker):
+            for shard in range(16):
+                worker.xgroup_create(KEYS.stream(shard), "coordinator", id="0", mkstream=True)
+            total = sum(
+                len(entries)
+                for shard in range(16)
+                for _, entries in worker.xreadgroup(
+                    "coordinator", "w1", {KEYS.stream(shard): ">"}, count=100
+                )
+            )
+            assert total == 48
+    finally:
+        for node in redis_server.nodes:
+            with contextlib.closing(node.client()) as r:
+                r.execute_command("ACL", "DELUSER", *users)
