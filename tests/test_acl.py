@@ -355,8 +355,14 @@ def test_server_and_worker_roles_on_a_cluster(
                 secret = hashlib.sha256(password(user).encode()).hexdigest()
                 r.execute_command("ACL", "SETUSER", user, *rules[user], "#" + secret)
     try:
-        url = f"redis://coordinator-server:{password('coordinator-server')}@127.0.0.1:"
-        c = Coordinator.from_url(f"{url}{redis_server.masters[1].port}/0", namespace="coord")
+        # A seed list (several nodes): the user named in it must be the one logged in.
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in redis_server.masters)
+        secret = password("coordinator-server")
+        c = Coordinator.from_url(
+            f"redis://coordinator-server:{secret}@{hosts}/0", namespace="coord"
+        )
+        with pytest.raises(redis.exceptions.NoPermissionError):  # not the default user
+            c.redis().acl_whoami()
         agents = [f"agent-{i}" for i in range(24)]
         for agent in agents:
             s = c.start_session(agent)
