@@ -9,6 +9,8 @@ c.set_current_project("agent-1", "proj-a", s.session_id, expected_version=0)
 from coordinator.aio import AsyncCoordinator
 from coordinator.client import Coordinator
 from coordinator.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
+from coordinator.embedded_cluster import EmbeddedCluster
+from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.errors import (
     AccessDenied,
     ConfigurationError,
@@ -39,8 +41,10 @@ __all__ = [
     "CoordinatorError",
     "CoordinatorUnavailable",
     "DataDirInUse",
+    "EmbeddedCluster",
     "EmbeddedRedis",
     "EmbeddedRedisError",
+    "EmbeddedSentinel",
     "EventType",
     "InvalidInputError",
     "Lease",

@@ -70,7 +70,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     targets = [label for label, _ in BINARIES]
     marker = metafunc.definition.get_closest_marker("cluster")
-    if marker is not None:
+    if marker is not None and metafunc.definition.get_closest_marker("single_node") is None:
         clusters = [label + CLUSTER for label, _ in BINARIES]
         targets = clusters if marker.kwargs.get("only") else targets + clusters
     metafunc.parametrize("redis_server", targets, indirect=True, scope="session")

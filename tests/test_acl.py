@@ -121,6 +121,26 @@ def role(
     return connect
 
 
+@pytest.fixture
+def live(role: Callable[..., Any]) -> Any:
+    """agent-1's live session (with a project record), started by the server role."""
+    server = role("coordinator-server")
+    session = server.start_session("agent-1")
+    server.set_current_project("agent-1", "a", session.session_id)
+    return session
+
+
+def session_writes(client: Any, s: Any) -> list[Callable[[], Any]]:
+    """The server role's writes on agent-1 (live session ``s``) and a new agent."""
+    return [
+        lambda: client.start_session("agent-1"),  # would supersede the live session
+        lambda: client.start_session("agent-9"),
+        lambda: client.heartbeat_session(s.session_id),
+        lambda: client.set_current_project("agent-1", "b", s.session_id),
+        lambda: client.set_current_project("agent-1", "b", s.session_id, request_id="r"),
+    ]
+
+
 def refused_without_change(ops: redis.Redis, call: Callable[[], Any]) -> None:
     before = snapshot(ops)
     with pytest.raises(AccessDenied):
@@ -242,19 +262,12 @@ def test_worker_role_consumes_trims_and_reaps(
 
 
 def test_worker_role_is_refused_the_rest(
-    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis, live: Any
 ) -> None:
-    server = role("coordinator-server")
-    s = server.start_session("agent-1")
-    server.set_current_project("agent-1", "a", s.session_id)
     worker = role("coordinator-worker")
     for call in (
-        lambda: worker.start_session("agent-1"),
-        lambda: worker.start_session("agent-9"),
-        lambda: worker.heartbeat_session(s.session_id),
-        lambda: worker.set_current_project("agent-1", "b", s.session_id),
-        lambda: worker.set_current_project("agent-1", "b", s.session_id, request_id="r"),
-        lambda: worker.end_session("agent-1", s.session_id),
+        *session_writes(worker, live),
+        lambda: worker.end_session("agent-1", live.session_id),
         lambda: worker.revoke_session("agent-1"),
     ):
         refused_without_change(ops, call)
@@ -293,19 +306,10 @@ def test_admin_role_inspects_and_revokes(
 
 
 def test_admin_role_is_refused_writes_it_does_not_need(
-    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis, live: Any
 ) -> None:
-    server = role("coordinator-server")
-    s = server.start_session("agent-1")
-    server.set_current_project("agent-1", "a", s.session_id)
     admin = role("coordinator-admin")
-    for call in (
-        lambda: admin.start_session("agent-1"),  # would supersede the live session
-        lambda: admin.start_session("agent-9"),
-        lambda: admin.heartbeat_session(s.session_id),
-        lambda: admin.set_current_project("agent-1", "b", s.session_id),
-        lambda: admin.set_current_project("agent-1", "b", s.session_id, request_id="r"),
-    ):
+    for call in session_writes(admin, live):
         refused_without_change(ops, call)
     a = as_user(acl_server, "coordinator-admin")
     stream = KEYS.stream(KEYS.shard_of("agent-1"))

@@ -70,6 +70,7 @@ def test_heartbeat_can_change_the_ttl(client: Any, raw: redis.Redis) -> None:
     assert client.heartbeat_session(session.session_id).ttl == 60
 
 
+@pytest.mark.single_node  # seconds of real time; the cluster adds nothing to it
 def test_heartbeats_keep_a_short_lease_alive_past_its_ttl(client: Any) -> None:
     session = client.start_session("agent-1", ttl=1.5)
     first_deadline = session.expires_at
