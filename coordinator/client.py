@@ -13,6 +13,7 @@ import random
 from threading import Lock
 from time import sleep
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from coordinator.core import (
     Script,
     Sleep,
     StreamPlan,
+    node_lost,
     read_only,
     retryable,
 )
@@ -350,6 +352,8 @@ class Coordinator:
                 pool = getattr(client, "connection_pool", None)
                 if pool is not None:
                     pool.disconnect(inuse_connections=False)
+            elif self.cluster and node_lost(exc):
+                self._refresh_topology(client)
             sleep(delay)
             try:
                 return self._execute(client, call)
@@ -403,19 +407,25 @@ class Coordinator:
             except AskError as redirect:
                 if address is None or attempt == 2:
                     raise
-                asking = not isinstance(redirect, MovedError)
-                if asking:
-                    address = (redirect.host, int(redirect.port))
-                else:  # a keyed read through the cluster client refreshes its slot map
-                    client.exists(call.keys[0])
-                    address = owner_address(client, call.keys[0])
+                if isinstance(redirect, MovedError):  # the slot has a new owner for good
+                    self._refresh_topology(client)
+                    address, asking = owner_address(client, call.keys[0]), False
+                else:  # migrating: only this call goes to the importing node
+                    address, asking = (redirect.host, int(redirect.port)), True
                 continue
             return self._core.check_replicated(replies[-2], replies[-1])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _refresh_topology(self, client: RedisClient) -> None:
+        """Re-read the cluster's slot map, e.g. after a slot's master failed over.
+        Durability mode looks masters up in that map without sending the cluster client
+        a command, so nothing else would make it notice."""
+        with suppress(RedisError, RedisClusterException):
+            client.nodes_manager.initialize()  # type: ignore[union-attr]
+
     def _node(self, address: tuple[str, int]) -> RedisClient:
         node = self._nodes.get(address)
-        if node is None:
-            node = open_client(node_settings(self.settings, *address), cluster=False)
-            self._nodes[address] = node
+        if node is None:  # redis-py connects lazily: a client lost in a race holds nothing
+            fresh = open_client(node_settings(self.settings, *address), cluster=False)
+            node = self._nodes.setdefault(address, fresh)
         return node

@@ -579,6 +579,16 @@ def retryable(exc: BaseException) -> bool:
     )
 
 
+def node_lost(exc: BaseException) -> bool:
+    """The node serving the call failed or left: a cluster client should re-read the
+    slot map before the next attempt."""
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return False
+    return isinstance(
+        exc, rx.ConnectionError | rx.TimeoutError | rx.ClusterDownError | rx.SlotNotCoveredError
+    )
+
+
 def read_only(exc: BaseException) -> bool:
     """The node answered as a replica: typically a primary demoted by a failover, so
     the client should connect afresh (a Sentinel client then finds the new primary)."""

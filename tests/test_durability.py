@@ -17,7 +17,9 @@ import redis
 from redis.crc import key_slot
 
 from coordinator import (
+    AsyncCoordinator,
     ConflictError,
+    Coordinator,
     CoordinatorUnavailable,
     EmbeddedRedis,
     InvalidInputError,
@@ -27,7 +29,7 @@ from coordinator import (
 from coordinator.embedded_cluster import EmbeddedCluster
 from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.keys import KeySpace
-from tests.conftest import snapshot
+from tests.conftest import AsyncAsSync, snapshot
 
 FAST = {"wait_timeout": 0.3, "socket_timeout": 5, "retry_attempts": 1}
 
@@ -286,3 +288,45 @@ def test_cluster_durable_writes_follow_moved_and_ask(
     assert client.start_session(fresh).fencing_token == 1
     cluster.move_slot(slot2, source)
     cluster.move_slot(slot, source)
+
+
+def test_cluster_master_failover_is_followed(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    ride_through = {"retry_attempts": 60, "retry_backoff": 0.05, "retry_backoff_cap": 0.5}
+    with EmbeddedCluster(
+        tmp_path / "c", replicas=1, binary=redis_server.binary, appendonly=False,
+        node_timeout_ms=2000,
+    ) as cluster:  # fmt: skip
+        plain = Coordinator.from_url(cluster.url, namespace="t", **ride_through)
+        plain_async = AsyncAsSync(
+            AsyncCoordinator.from_url(cluster.url, namespace="t", **ride_through)
+        )
+        durable = AsyncAsSync(
+            AsyncCoordinator.from_url(
+                cluster.url, namespace="t", wait_replicas=1, wait_timeout=0.3, **ride_through
+            )
+        )
+        try:
+            master = cluster.masters[1]
+            agent = _agent_on(cluster, master, namespace="t")
+            s = plain.start_session(agent)
+            # Acknowledged by the master's replica before the master dies.
+            assert durable.set_current_project(agent, "a", s.session_id).version == 1
+            replica = cluster.replica_of(master)
+            master.kill()
+            # Retry-safe calls wait for the replica's promotion and reach it.
+            assert plain_async.get_current_project(agent).version == 1
+            assert plain.heartbeat_session(s.session_id).session_id == s.session_id
+            slot = key_slot(KeySpace("t", 16).agent(agent).encode())
+            assert cluster.node_for_slot(slot) is replica
+            # Durability mode (direct connections to masters) follows too; the promoted
+            # master has no replica left, so the change is applied but reported as not
+            # acknowledged.
+            with pytest.raises(ReplicationTimeout) as info:
+                durable.set_current_project(agent, "b", s.session_id, request_id="r-1")
+            assert info.value.acknowledged == 0
+            assert info.value.result is not None
+            assert info.value.result.version == 2
+        finally:
+            plain.close()
+            plain_async.close()
+            durable.close()
