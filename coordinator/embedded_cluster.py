@@ -225,8 +225,7 @@ class EmbeddedCluster:
                 if "cluster_state:ok" not in info:
                     return False
                 maps.add(_slot_map(r))
-                role = r.info("replication")
-                if role["role"] == "slave" and role.get("master_link_status") != "up":
+                if not replication_ready(r.info("replication")):
                     return False
             return len(maps) == 1
 
@@ -276,6 +275,16 @@ def poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise EmbeddedRedisError(f"not ready within {timeout}s ({what})")
         time.sleep(0.05)
+
+
+def replication_ready(info: Mapping[str, Any]) -> bool:
+    """From one node's ``INFO replication``: a replica's link is up, or a primary streams
+    to all its replicas (Redis 7 starts that only at a replica's first ACK, up to a
+    second after its link is up; until then WAIT cannot be met)."""
+    if info.get("role") == "slave":
+        return info.get("master_link_status") == "up"
+    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+    return all(replica.get("state") == "online" for replica in replicas)
 
 
 def _command(r: redis.Redis, *args: Any) -> Any:

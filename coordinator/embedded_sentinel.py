@@ -18,7 +18,7 @@ from typing import Any, cast
 import redis
 
 from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
-from coordinator.embedded_cluster import poll
+from coordinator.embedded_cluster import poll, replication_ready
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class EmbeddedSentinel:
                 if not node.is_running():
                     continue
                 state = _replication(node)
-                if state.get("role") == "slave" and state.get("master_link_status") != "up":
+                if not replication_ready(state):
                     return False
                 offsets.add(state.get("master_repl_offset"))
             return not caught_up or len(offsets) == 1
