@@ -17,12 +17,14 @@ import random
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis
 import redis.cluster
+from redis.crc import key_slot
 
 from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
 
@@ -221,13 +223,13 @@ class EmbeddedCluster:
         def healthy() -> bool:
             maps = set()
             for r in clients:
-                info = _cluster(r, "INFO")
-                if "cluster_state:ok" not in info:
+                if "cluster_state:ok" not in _cluster(r, "INFO"):
                     return False
                 maps.add(_slot_map(r))
-                if not replication_ready(r.info("replication")):
-                    return False
-            return len(maps) == 1
+            if len(maps) != 1:
+                return False
+            [ranges] = maps
+            return all(replication_ready(r, partial(probe_key, ranges, _port(r))) for r in clients)
 
         try:
             poll(healthy, timeout, "cluster_state:ok")
@@ -277,14 +279,38 @@ def poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def replication_ready(info: Mapping[str, Any]) -> bool:
-    """From one node's ``INFO replication``: a replica's link is up, or a primary streams
-    to all its replicas (Redis 7 starts that only at a replica's first ACK, up to a
-    second after its link is up; until then WAIT cannot be met)."""
+def replication_ready(r: redis.Redis, probe_key: Callable[[], str]) -> bool:
+    """One node's replication is ready: a replica's link is up; a primary's replicas
+    all acknowledge a write (probed on ``probe_key()`` and WAIT: Redis 7 streams to a
+    new replica only after its first ACK, up to a second after its link is up, so a
+    link that is up does not yet mean WAIT can be met)."""
+    info = r.info("replication")
     if info.get("role") == "slave":
-        return info.get("master_link_status") == "up"
-    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-    return all(replica.get("state") == "online" for replica in replicas)
+        return bool(info.get("master_link_status") == "up")
+    replicas = int(info.get("connected_slaves", 0))
+    if replicas == 0:
+        return True
+    key = probe_key()
+    pipe = r.pipeline(transaction=False)
+    pipe.set(key, "1", px=10_000)
+    pipe.delete(key)
+    _command(pipe, "WAIT", replicas, 100)
+    return int(pipe.execute()[-1]) >= replicas
+
+
+def probe_key(ranges: Sequence[tuple[int, int, int]], port: int) -> str:
+    """A key in a slot the master at ``port`` serves (``ranges`` as from _slot_map)."""
+    owned = [(start, end) for start, end, owner in ranges if owner == port]
+    for i in range(100_000):
+        key = f"embedded-probe-{i}"
+        slot = key_slot(key.encode())
+        if any(start <= slot <= end for start, end in owned):
+            return key
+    raise EmbeddedRedisError(f"no slot served by port {port}")
+
+
+def _port(r: redis.Redis) -> int:
+    return int(r.connection_pool.connection_kwargs["port"])
 
 
 def _command(r: redis.Redis, *args: Any) -> Any:

@@ -164,14 +164,14 @@ class EmbeddedSentinel:
         ``caught_up``, it has processed the primary's whole replication stream)."""
 
         def linked() -> bool:
-            offsets = set()
-            for node in self.nodes:
-                if not node.is_running():
-                    continue
-                state = _replication(node)
-                if not replication_ready(state):
+            running = [n for n in self.nodes if n.is_running()]
+            try:
+                # Probe every node first: the primary's probe writes move the offsets.
+                if not all(_ready(node) for node in running):
                     return False
-                offsets.add(state.get("master_repl_offset"))
+                offsets = {_replication(node).get("master_repl_offset") for node in running}
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
             return not caught_up or len(offsets) == 1
 
         poll(linked, timeout, "replication link up")
@@ -265,3 +265,8 @@ def _replication(node: EmbeddedRedis) -> dict[str, Any]:
 
 def _role(node: EmbeddedRedis) -> str | None:
     return _replication(node).get("role")
+
+
+def _ready(node: EmbeddedRedis) -> bool:
+    with contextlib.closing(node.client(decode_responses=True, socket_timeout=2)) as r:
+        return replication_ready(r, lambda: "embedded-probe")
