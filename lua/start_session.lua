@@ -35,12 +35,15 @@ else
   reap_lapsed(lease_key, agent_key, index_key, stream, agent)
 end
 local sid = token .. '-' .. nonce .. '@' .. agent
-local now = server_ms()
+-- The start is audited first and its event's millisecond is the session's start: one
+-- clock reading for both (TIME and XADD read the clock apart and could straddle a
+-- millisecond). A stream id is never behind the clock, so the lease is never short.
+local id = audit(stream, 'session_started', agent, sid, token, '', '', '', '', '1', '', meta)
+local now = tonumber(string.match(id, '^(%d+)'))
 local deadline = now + ttl
 redis.call('HSET', lease_key, 'sid', sid, 'start', int(now), 'hb', int(now),
            'exp', int(deadline), 'ttl', int(ttl), 'meta', meta)
 redis.call('PEXPIREAT', lease_key, int(deadline))
 redis.call('ZADD', index_key, int(deadline), agent)
 redis.call('HSET', agent_key, 'sid', sid, 'st', 'a')
-audit(stream, 'session_started', agent, sid, token, '', '', '', '', '1', '', meta)
 return {0, tonumber(token), now, deadline}
