@@ -28,6 +28,7 @@ from coordinator.errors import (
     ConflictError,
     CoordinatorError,
     CoordinatorUnavailable,
+    InvalidInputError,
     RequestIdReusedError,
     SessionAlreadyActive,
     SessionLeaseExpired,
@@ -501,7 +502,15 @@ class CoordinatorCore:
 
 #: Scripts that change state (an unknown outcome matters for these).
 WRITES: Final = frozenset(
-    {"start_session", "end_session", "revoke_session", "set_project", "reap_expired"}
+    {
+        "start_session",
+        "end_session",
+        "revoke_session",
+        "set_project",
+        "reap_expired",
+        "log_event",
+        "import_project",
+    }
 )
 
 #: Errors after which an idempotent call is retried.
@@ -579,8 +588,11 @@ def _token_of(session_id: str | None) -> int | None:
     """The fencing token inside a session id (None for ids of imported records)."""
     if not session_id:
         return None
-    head = session_id.partition("-")[0]
-    return int(head) if head.isdigit() else None
+    # Only ids minted here carry a token; an imported UUID may well start with digits.
+    try:
+        return validation.session_id(session_id)[1]
+    except InvalidInputError:
+        return None
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:
