@@ -96,7 +96,9 @@ class SessionLeaseExpired(errors.SessionLeaseExpired):
 
     def __init__(self, agent_id: str, session_id: str, reason: LeaseReason) -> None:
         super().__init__(agent_id, session_id, reason)
-        self.args = (_LEASE_MESSAGES[reason].format(agent_id),)
+        # A heartbeat names no agent: a session id never minted here tells none either.
+        message = _LEASE_MESSAGES[reason].format(agent_id) if agent_id else None
+        self.args = (message or f"No active session with id {session_id}",)
 
 
 class ConflictError(errors.ConflictError):

@@ -200,6 +200,7 @@ def test_heartbeat_of_a_dead_session_raises(run: Run[Any], acm: AgentContextMana
         run(acm.heartbeat_session(LEGACY_SID))
     assert ours.value.reason == "no_active_session"
     assert ours.value.session_id == LEGACY_SID
+    assert str(ours.value) == f"No active session with id {LEGACY_SID}"
 
 
 def test_end_session_returns_none_and_is_audited_once(
