@@ -38,6 +38,7 @@ from coordinator.errors import (
 from coordinator.events import decode_entry, matches
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.scripts import SCRIPT_NAMES
 from coordinator.settings import Settings
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key
 
@@ -500,18 +501,8 @@ class CoordinatorCore:
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
 
 
-#: Scripts that change state (an unknown outcome matters for these).
-WRITES: Final = frozenset(
-    {
-        "start_session",
-        "end_session",
-        "revoke_session",
-        "set_project",
-        "reap_expired",
-        "log_event",
-        "import_project",
-    }
-)
+#: Scripts that change state (an unknown outcome matters for these): all but these two.
+WRITES: Final = frozenset(SCRIPT_NAMES) - {"init_namespace", "heartbeat"}
 
 #: Errors after which an idempotent call is retried.
 RETRYABLE: Final = (

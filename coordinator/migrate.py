@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 
 from coordinator import validation
 from coordinator.client import Coordinator
+from coordinator.compat import EVENT_KEYS, RECORD_KEYS
 from coordinator.constants import MAX_AGENT_ID_LENGTH
 from coordinator.core import Op, Script
 from coordinator.errors import InvalidInputError
@@ -41,29 +42,9 @@ from coordinator.timestamps import datetime_to_ms
 
 #: The agent the original bound the JSON state's ``current_project`` to.
 DEFAULT_STATE_AGENT: Final = "Scribe"
-#: Columns the importer reads; a database without them is not the original's.
-RECORD_COLUMNS: Final = (
-    "agent_id",
-    "project_name",
-    "version",
-    "updated_at",
-    "updated_by",
-    "session_id",
-)
-EVENT_COLUMNS: Final = (
-    "id",
-    "agent_id",
-    "session_id",
-    "event_type",
-    "from_project",
-    "to_project",
-    "expected_version",
-    "actual_version",
-    "success",
-    "error_message",
-    "metadata",
-    "created_at",
-)
+#: Columns the importer reads (the original's); a database without them is not the original's.
+RECORD_COLUMNS: Final = RECORD_KEYS
+EVENT_COLUMNS: Final = EVENT_KEYS
 #: The only event types the original's schema allowed (its CHECK constraint).
 LEGACY_EVENT_TYPES: Final = frozenset(
     {"project_set", "project_switched", "session_started", "session_ended", "conflict_detected"}
