@@ -36,6 +36,8 @@ from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject
 
 __all__ = [
+    "EVENT_KEYS",
+    "RECORD_KEYS",
     "STALE_SESSION_REASON_EXPIRED",
     "STALE_SESSION_REASON_MISMATCH",
     "STALE_SESSION_REASON_NO_ACTIVE",
