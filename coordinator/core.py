@@ -29,6 +29,7 @@ from coordinator.errors import (
     ConflictError,
     CoordinatorError,
     CoordinatorUnavailable,
+    InvalidInputError,
     ReplicationTimeout,
     RequestIdReusedError,
     SessionAlreadyActive,
@@ -39,6 +40,7 @@ from coordinator.errors import (
 from coordinator.events import decode_entry, matches
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.scripts import SCRIPT_NAMES
 from coordinator.settings import Settings
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key
 
@@ -533,10 +535,8 @@ class CoordinatorCore:
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
 
 
-#: Scripts that change state (an unknown outcome matters for these).
-WRITES: Final = frozenset(
-    {"start_session", "end_session", "revoke_session", "set_project", "reap_expired"}
-)
+#: Scripts that change state (an unknown outcome matters for these): all but these two.
+WRITES: Final = frozenset(SCRIPT_NAMES) - {"init_namespace", "heartbeat"}
 
 #: Scripts whose changes durability mode waits for: every one but the namespace check,
 #: which any client repeats with the same values.
@@ -675,8 +675,11 @@ def _token_of(session_id: str | None) -> int | None:
     """The fencing token inside a session id (None for ids of imported records)."""
     if not session_id:
         return None
-    head = session_id.partition("-")[0]
-    return int(head) if head.isdigit() else None
+    # Only ids minted here carry a token; an imported UUID may well start with digits.
+    try:
+        return validation.session_id(session_id)[1]
+    except InvalidInputError:
+        return None
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:

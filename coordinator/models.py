@@ -41,6 +41,12 @@ class EventType(StrEnum):
     #: Written by the worker when the persisted audit shows a version or fencing-token
     #: regression (possible after a failover that lost acknowledged writes).
     AUDIT_ANOMALY = "audit_anomaly"
+    #: Recorded by an application through ``coordinator.compat``'s ``log_agent_event``;
+    #: ``metadata["logged_type"]`` holds the application's own event type. Changes nothing.
+    APP_EVENT = "app_event"
+    #: A project record imported from the original by ``coordinator migrate-legacy``;
+    #: ``metadata`` names the source and the original row.
+    PROJECT_IMPORTED = "project_imported"
 
 
 class _Model(BaseModel):

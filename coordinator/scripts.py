@@ -22,6 +22,8 @@ SCRIPT_NAMES: Final = (
     "revoke_session",
     "set_project",
     "reap_expired",
+    "log_event",
+    "import_project",
 )
 _LIBRARY: Final = "lib"
 
