@@ -55,7 +55,8 @@ _INSERT = (
 
 class SQLiteSink(Sink):
     placeholder: ClassVar[str] = "?"
-    outage_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
+    # OSError: the directory cannot be created (missing mount, permissions).
+    outage_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError, OSError)
 
     def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
         super().__init__(url)
