@@ -350,6 +350,7 @@ class CoordinatorCore:
 
     def leases(self, agent_id: str | None, page_size: int = 500) -> StreamPlan[Lease]:
         """Live leases, shard by shard, one page at a time (never all in memory)."""
+        page_size = validation.page_size(page_size)
         if agent_id is not None:
             agent = validation.agent_id(agent_id)
             reply = yield Command("hmget", (self.keys.lease(agent), *LEASE_FIELDS))
@@ -379,7 +380,7 @@ class CoordinatorCore:
 
     def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
         """Project records of several agents in one pipelined round trip."""
-        agents = [validation.agent_id(a) for a in agent_ids]
+        agents = validation.agent_ids(agent_ids)
         call = Batch(tuple(Command("hmget", (self.keys.agent(a), *RECORD_FIELDS)) for a in agents))
         return Op(
             call, lambda replies: [record_from(a, r) for a, r in zip(agents, replies, strict=True)]
