@@ -527,8 +527,11 @@ class CoordinatorCore:
         cap = min(self.settings.retry_backoff_cap, self.settings.retry_backoff * 2**attempt)
         return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
 
-    def unavailable(self, exc: BaseException, call: Call) -> CoordinatorUnavailable:
-        maybe = isinstance(call, Script) and call.name in WRITES and not not_applied(exc)
+    def unavailable(
+        self, exc: BaseException, call: Call, sent: bool = False
+    ) -> CoordinatorUnavailable:
+        """``sent``: an earlier attempt of the call may have reached the server."""
+        maybe = isinstance(call, Script) and call.name in WRITES and (sent or not not_applied(exc))
         hint = ""
         if maybe:
             hint = " (the write may have been applied; " + (
@@ -543,7 +546,7 @@ class CoordinatorCore:
             maybe_applied=maybe,
         )
 
-    def redis_error(self, exc: Exception, call: Call) -> CoordinatorError:
+    def redis_error(self, exc: Exception, call: Call, sent: bool = False) -> CoordinatorError:
         """Map a Redis (or Redis Cluster client) error to the package's exceptions."""
         if isinstance(exc, rx.RedisClusterException):
             return CoordinatorUnavailable(
@@ -565,7 +568,7 @@ class CoordinatorCore:
                 "COORDINATOR_REDIS_CLUSTER=1, or leave it unset to detect)"
             )
         if retryable(exc):
-            return self.unavailable(exc, call)
+            return self.unavailable(exc, call, sent)
         name = call.name if isinstance(call, Script) else type(call).__name__
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
 
