@@ -31,14 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules defining commands; each exposes ``register(group)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "leases",
-    "projects",
-    "events",
-    "reap",
-    "stack",
-    "migrate",
+    "leases", "projects", "events", "reap", "stack", "migrate", "worker",
     "verify",
-)
+)  # fmt: skip
 
 
 @dataclass
