@@ -15,6 +15,7 @@ from coordinator.errors import InvalidInputError
 from coordinator.verify import VerifyOptions, run_verify
 from coordinator.verify import runner as verify_runner
 from coordinator.verify.invariants import Anomaly
+from coordinator.verify.nemesis import NEMESES
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.slow
@@ -22,16 +23,29 @@ pytestmark = pytest.mark.slow
 SHORT = {"duration": 4.0, "clients": 2, "lease_ttl": 0.5, "nemesis_interval": 1.0}
 
 
-@pytest.mark.parametrize("nemesis", ["pause", "redis-restart", "script-flush"])
+@pytest.mark.parametrize("nemesis", list(NEMESES))
 def test_short_run_per_nemesis_finds_no_anomaly(nemesis: str) -> None:
     report = run_verify(VerifyOptions(**SHORT, nemeses=[nemesis], seed=7))  # type: ignore[arg-type]
     assert report.ok, report.render()
     assert report.fault_counts().get(nemesis, 0) >= 1, report.render()
     assert report.operations["cas"].get("ok", 0) > 20
     assert report.audit_events > 50
+    # The worker drained into the sink and every event was compared.
+    assert f"{report.audit_events} events in the sink" in report.checks["persisted"]
     if nemesis == "pause":
         # The paused client wrote with its old session as soon as it woke up.
         assert report.zombie_writes["attempted"] >= 1
+    if nemesis == "worker-kill":
+        assert "restarted 0 times" not in report.checks["persisted"]
+
+
+def test_without_the_worker_the_streams_are_the_audit() -> None:
+    report = run_verify(VerifyOptions(**SHORT, worker=False, seed=8))  # type: ignore[arg-type]
+    assert report.ok, report.render()
+    assert "persisted" not in report.checks
+    assert report.audit_events > 50
+    with pytest.raises(InvalidInputError, match="worker"):
+        run_verify(VerifyOptions(duration=1, worker=False, nemeses=["worker-kill"]))
 
 
 def test_given_redis_gets_a_throwaway_namespace(redis_url: str) -> None:

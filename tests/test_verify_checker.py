@@ -11,7 +11,12 @@ import pytest
 from coordinator.models import AgentEvent, EventType
 from coordinator.verify.checker import check_register, linearizable
 from coordinator.verify.history import NEVER, Operation, merge_retries
-from coordinator.verify.invariants import match_history, real_time, replay_stream
+from coordinator.verify.invariants import (
+    compare_persisted,
+    match_history,
+    real_time,
+    replay_stream,
+)
 
 MS = 1_000_000
 _seq = iter(range(10**9))
@@ -284,3 +289,22 @@ def test_sessions_started_in_turn_get_increasing_tokens() -> None:
     assert [a.kind for a in real_time([first, second], lease_ttl=10)] == ["fencing"]
     overlapping = op("start", 0.5, 3, session_id="s2", fencing_token=1)
     assert real_time([first, overlapping], lease_ttl=10) == []
+
+
+def test_persisted_audit_must_equal_the_stream_one_for_one() -> None:
+    events = [started("s1", 1), wrote("s1", 1, "p1", 1)]
+    stream = {"a": events}
+    assert compare_persisted(events, stream, dead_letters=0, anomaly_shard=-2) == []
+    # Trimmed from the stream after persisting: fine.
+    assert compare_persisted(events, {"a": events[1:]}, 0, -2) == []
+    [lost] = compare_persisted(events[:1], stream, 0, -2)
+    assert lost.message == "a stream entry is not in the sink after the worker drained"
+    changed = [events[0], events[1].model_copy(update={"actual_version": 2})]
+    [differs] = compare_persisted(changed, stream, 0, -2)
+    assert differs.message == "the sink's copy differs from the stream entry"
+    assert [a.kind for a in compare_persisted(events + events[1:], stream, 0, -2)] == ["persisted"]
+    assert compare_persisted(events, stream, dead_letters=1, anomaly_shard=-2)
+    flagged = event(EventType.AUDIT_ANOMALY, None, error_message="version went back")
+    flagged = flagged.model_copy(update={"shard": -2})
+    [regression] = compare_persisted([*events, flagged], stream, 0, -2)
+    assert "version went back" in regression.message

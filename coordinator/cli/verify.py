@@ -40,6 +40,19 @@ from coordinator.verify.nemesis import NEMESES
     "--lease-ttl", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
     help="Lease TTL of the clients' sessions (s).",
 )  # fmt: skip
+@click.option(
+    "--worker/--no-worker",
+    default=True,
+    show_default=True,
+    help="Run the event worker and check the persisted audit.",
+)
+@click.option(
+    "--sink-url",
+    "verify_sink",
+    metavar="URL",
+    help="The worker's sink (default: a throwaway SQLite file); the run's rows stay there "
+    "under its namespace.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed of the random choices.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.pass_context
@@ -53,6 +66,8 @@ def verify_command(
     nemeses: tuple[str, ...],
     interval: float,
     lease_ttl: float,
+    worker: bool,
+    verify_sink: str | None,
     seed: int | None,
     as_json: bool,
 ) -> None:
@@ -62,7 +77,8 @@ def verify_command(
     compare-and-set writes, recording every operation; nemeses inject faults. Then:
     each agent's record must be linearizable, versions must rise by one, no write may
     be accepted from an expired, ended, superseded or revoked session, fencing tokens
-    must increase, and the audit stream must match the operations one for one.
+    must increase, and the audit must match the operations one for one: the streams,
+    and the sink after the event worker (run beside the clients) drained them.
 
     Exit 0: no anomaly. Exit 1: an anomaly (the shortest counter-example is printed)
     or the run failed. Exit 2: bad arguments.
@@ -84,6 +100,8 @@ def verify_command(
         lease_ttl=lease_ttl,
         agents=agents,
         nemesis_interval=interval,
+        worker=worker,
+        sink_url=verify_sink,
     )
     where = "a throwaway embedded redis-server" if url is None else "the given Redis"
     click.echo(

@@ -349,3 +349,57 @@ def _token_order(agent: str, starts: Iterable[Operation]) -> list[Anomaly]:
         if earliest is None or op.complete < earliest.complete:
             earliest = op
     return found
+
+
+def compare_persisted(
+    persisted: Sequence[AgentEvent],
+    stream: Mapping[str, Sequence[AgentEvent]],
+    dead_letters: int,
+    anomaly_shard: int,
+) -> list[Anomaly]:
+    """The sink after the worker drained: each event once, equal to its stream entry
+    (for entries not trimmed yet), nothing dead-lettered, no regression the worker saw."""
+    anomalies: list[Anomaly] = []
+    seen: dict[tuple[int, str], AgentEvent] = {}
+    for event in persisted:
+        key = (event.shard, event.stream_id)
+        if key in seen:
+            anomalies.append(
+                Anomaly(
+                    "persisted", event.agent_id, "event persisted twice", (describe_event(event),)
+                )
+            )
+        seen[key] = event
+        if event.shard == anomaly_shard:
+            anomalies.append(
+                Anomaly(
+                    "persisted",
+                    event.agent_id,
+                    f"the worker found: {event.error_message}",
+                    (describe_event(event),),
+                )
+            )
+    for events in stream.values():
+        for event in events:
+            stored = seen.get((event.shard, event.stream_id))
+            if stored is None:
+                anomalies.append(
+                    Anomaly(
+                        "persisted",
+                        event.agent_id,
+                        "a stream entry is not in the sink after the worker drained",
+                        (describe_event(event),),
+                    )
+                )
+            elif stored != event:
+                anomalies.append(
+                    Anomaly(
+                        "persisted",
+                        event.agent_id,
+                        "the sink's copy differs from the stream entry",
+                        (describe_event(event), describe_event(stored)),
+                    )
+                )
+    if dead_letters:
+        anomalies.append(Anomaly("persisted", None, f"{dead_letters} entries were dead-lettered"))
+    return anomalies

@@ -7,6 +7,10 @@ the next. Every fault is logged with its times, so a report can say what happene
 * ``redis-restart``: restart the embedded redis-server (append-only persistence),
   alternately by SIGTERM and by SIGKILL; nothing acknowledged may be lost.
 * ``script-flush``: ``SCRIPT FLUSH``; clients must reload their scripts on NOSCRIPT.
+* ``worker-kill``: SIGKILL the event worker, then start it again; nothing may be lost
+  or persisted twice.
+* ``sink-outage``: lock the event sink against writes for longer than the worker
+  waits; the worker must retry and resume.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -111,11 +116,60 @@ class ScriptFlush(Nemesis):
         return "SCRIPT FLUSH"
 
 
+class WorkerKill(Nemesis):
+    name = "worker-kill"
+
+    def unavailable(self, target: Target) -> str | None:
+        return None if "worker" in target.extras else "needs the worker (not run with --no-worker)"
+
+    def inject(self, target: Target, rng: random.Random) -> str:
+        pid = target.extras["worker"].restart(pause=rng.uniform(0.1, 0.5))
+        return f"worker pid {pid} killed (SIGKILL) and restarted"
+
+
+class SinkOutage(Nemesis):
+    """The sink stops accepting writes for a while: an exclusive lock held on the SQLite
+    file (longer than the sink's busy timeout) or on the PostgreSQL table."""
+
+    name = "sink-outage"
+    #: Seconds the sink stays unavailable (SQLite's busy timeout is 5 s).
+    hold = 6.0
+
+    def unavailable(self, target: Target) -> str | None:
+        return None if "worker" in target.extras else "needs the worker (not run with --no-worker)"
+
+    def inject(self, target: Target, rng: random.Random) -> str:
+        url: str = target.extras["worker"].sink_url
+        if url.startswith("sqlite:"):
+            from coordinator.sinks.sqlite import SQLiteSink
+
+            path = SQLiteSink(url).path
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            try:
+                conn.execute("BEGIN EXCLUSIVE")
+                time.sleep(self.hold)
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+            return f"SQLite sink locked (BEGIN EXCLUSIVE) for {self.hold:.0f} s"
+        import psycopg
+
+        from coordinator.sinks import TABLE
+
+        with psycopg.connect(url) as pg:
+            pg.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+            time.sleep(self.hold)
+            pg.rollback()
+        return f"PostgreSQL sink table locked for {self.hold:.0f} s"
+
+
 #: Every nemesis, by name.
 NEMESES: dict[str, Callable[[], Nemesis]] = {
     PauseClient.name: PauseClient,
     RedisRestart.name: RedisRestart,
     ScriptFlush.name: ScriptFlush,
+    WorkerKill.name: WorkerKill,
+    SinkOutage.name: SinkOutage,
 }
 
 

@@ -30,12 +30,22 @@ from coordinator.errors import CoordinatorError, InvalidInputError
 from coordinator.events import decode_entry
 from coordinator.models import AgentEvent
 from coordinator.settings import Settings
+from coordinator.sinks import sink_from_url
+from coordinator.timestamps import stream_id_key
 from coordinator.verify.checker import check_register
 from coordinator.verify.history import NEVER, Operation, merge_retries, read_ops
-from coordinator.verify.invariants import Anomaly, match_history, real_time, replay_stream
+from coordinator.verify.invariants import (
+    Anomaly,
+    compare_persisted,
+    match_history,
+    real_time,
+    replay_stream,
+)
 from coordinator.verify.nemesis import NEMESES, Nemesis, NemesisRunner, Target
 from coordinator.verify.report import VerifyReport, count_operations
+from coordinator.verify.worker_process import WorkerProcess
 from coordinator.verify.workload import ClientPlan, run_client
+from coordinator.worker import ANOMALY_SHARD
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,12 @@ class VerifyOptions:
     agents: int | None = None
     #: Mean seconds between two faults.
     nemesis_interval: float = 2.0
+    #: Run the event worker beside the clients, drain it at the end and check the
+    #: persisted audit against the streams and the operations.
+    worker: bool = True
+    #: The worker's sink (default: a throwaway SQLite file). A given sink keeps the
+    #: run's rows, under the run's namespace.
+    sink_url: str | None = None
 
     def validate(self) -> None:
         if not 0 < self.duration <= 86_400:
@@ -132,6 +148,12 @@ def _run(
         else settings.safe_redis_url
     )
     target = Target(lease_ttl=options.lease_ttl, embedded=embedded, raw=coordinator.redis)
+    worker: WorkerProcess | None = None
+    if options.worker:
+        sink_url = options.sink_url or f"sqlite:///{folder / 'events.db'}"
+        sink_from_url(sink_url).close()  # a bad URL is a usage error, before anything runs
+        worker = WorkerProcess(settings, sink_url, folder / "worker.log")
+        target.extras["worker"] = worker
     nemeses = choose_nemeses(options.nemeses, target)
     n_agents = options.agents or max(2, options.clients // 2)
     agents = tuple(f"agent-{i}" for i in range(n_agents))
@@ -159,6 +181,9 @@ def _run(
         )
         for i in range(options.clients)
     ]
+    if worker is not None:
+        worker.start()
+        cleanup.callback(worker.kill)
     started = time.monotonic_ns()
     processes = _run_clients(plans, target, nemeses, options, seed, report)
     report.duration = (time.monotonic_ns() - started) / 1e9
@@ -172,7 +197,10 @@ def _run(
             ops += read_ops(path)
     ops += _final_reads(coordinator, agents, processes)
     report.operations = count_operations(ops)
-    events = read_audit(coordinator)
+    if worker is not None:
+        events = _persisted_audit(coordinator, worker, report)
+    else:
+        events = read_audit(coordinator)
     report.audit_events = sum(len(e) for e in events.values())
     report.anomalies += check_all(ops, events, options.lease_ttl, origin=started)
     zombies = [op for op in ops if op.zombie]
@@ -240,6 +268,42 @@ def _stop_processes(processes: Sequence[Any]) -> int:
             process.kill()
             process.join(5)
     return hung
+
+
+def _persisted_audit(
+    coordinator: Coordinator,
+    worker: WorkerProcess,
+    report: VerifyReport,
+) -> dict[str, list[AgentEvent]]:
+    """Drain the worker, compare the sink with what is left in the streams; returns the
+    full audit (the sink's events, plus stream entries it lacks, in stream order)."""
+    try:
+        worker.drain()
+    except CoordinatorError as exc:
+        report.errors.append(str(exc))
+    stream = read_audit(coordinator)  # what the worker has not trimmed
+    namespace = coordinator.settings.namespace
+    with contextlib.closing(sink_from_url(worker.sink_url)) as sink:
+        persisted = list(sink.events(namespace))
+    raw = coordinator.redis()
+    keys = coordinator._core.keys
+    dead = sum(int(raw.xlen(keys.dead_letters(s))) for s in range(keys.shards))
+    report.anomalies += compare_persisted(persisted, stream, dead, ANOMALY_SHARD)
+    report.checks["persisted"] = (
+        f"{len(persisted)} events in the sink, {sum(map(len, stream.values()))} still in "
+        f"the streams; worker restarted {worker.restarts} times"
+    )
+    audit: dict[str, dict[tuple[int, str], AgentEvent]] = defaultdict(dict)
+    for event in persisted:
+        if event.shard != ANOMALY_SHARD:
+            audit[event.agent_id][(event.shard, event.stream_id)] = event
+    for agent, events in stream.items():
+        for event in events:
+            audit[agent].setdefault((event.shard, event.stream_id), event)
+    return {
+        agent: sorted(by_id.values(), key=lambda e: (e.shard, stream_id_key(e.stream_id)))
+        for agent, by_id in audit.items()
+    }
 
 
 def _final_reads(coordinator: Coordinator, agents: Sequence[str], clients: int) -> list[Operation]:
