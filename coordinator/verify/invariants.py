@@ -264,7 +264,7 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
     anomalies: list[Anomaly] = []
     ttl_ns = int(lease_ttl * 1e9)
     renewals: dict[str, list[Operation]] = defaultdict(list)
-    closed_at: dict[str, int] = {}
+    closed_by: dict[str, Operation] = {}
     starts: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
         if op.session_id and op.kind in ("start", "heartbeat") and op.outcome != "fail":
@@ -272,7 +272,9 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
         if op.kind == "start" and op.outcome == "ok":
             starts[op.agent].append(op)
         if op.kind == "end" and op.outcome == "ok" and op.session_id:
-            closed_at[op.session_id] = min(closed_at.get(op.session_id, op.complete), op.complete)
+            first = closed_by.get(op.session_id)
+            if first is None or op.complete < first.complete:
+                closed_by[op.session_id] = op
         if op.kind == "error":
             anomalies.append(Anomaly("error", op.agent, f"unexpected error: {op.error}"))
     for op in ops:
@@ -298,14 +300,14 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
                     (*(r.describe() for r in renewals[op.session_id][-3:]), op.describe()),
                 )
             )
-        ended = closed_at.get(op.session_id)
-        if ended is not None and ended < op.invoke:
+        ended = closed_by.get(op.session_id)
+        if ended is not None and ended.complete < op.invoke:
             anomalies.append(
                 Anomaly(
                     "stale_write",
                     op.agent,
                     "write accepted after its session was ended",
-                    (op.describe(),),
+                    (ended.describe(), op.describe()),
                 )
             )
         for newer in starts[op.agent]:

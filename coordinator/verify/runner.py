@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,8 +354,9 @@ def check_all(
     lease_ttl: float,
     origin: int = 0,
 ) -> list[Anomaly]:
-    """Every check on a recorded history and the audit stream."""
-    merged = merge_retries(ops)
+    """Every check on a recorded history and the audit stream (times in the evidence
+    are milliseconds since ``origin``)."""
+    merged = merge_retries(_since(op, origin) for op in ops)
     anomalies: list[Anomaly] = []
     by_agent: dict[str, list[Operation]] = defaultdict(list)
     for op in merged:
@@ -366,7 +367,7 @@ def check_all(
             project, version = result.initial
             evidence = (
                 f"initial record: ({project!r}, v{version})",
-                *(op.describe(origin) for op in result.witness),
+                *(op.describe() for op in result.witness),
             )
             anomalies.append(
                 Anomaly(
@@ -387,6 +388,11 @@ def check_all(
     return anomalies
 
 
+def _since(op: Operation, origin: int) -> Operation:
+    complete = op.complete if op.complete == NEVER else op.complete - origin
+    return replace(op, invoke=op.invoke - origin, complete=complete)
+
+
 def _drop_namespace(coordinator: Coordinator) -> None:
     """Delete the run's throwaway namespace (only its keys: they all carry its prefix)."""
     namespace = coordinator.settings.namespace
@@ -397,4 +403,4 @@ def _drop_namespace(coordinator: Coordinator) -> None:
                 raw.delete(key)
 
 
-__all__ = ["NEVER", "VerifyOptions", "choose_nemeses", "run_verify"]
+__all__ = ["VerifyOptions", "choose_nemeses", "run_verify"]
