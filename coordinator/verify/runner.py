@@ -202,7 +202,9 @@ def _run(
     else:
         events = read_audit(coordinator)
     report.audit_events = sum(len(e) for e in events.values())
+    checking = time.monotonic()
     report.anomalies += check_all(ops, events, options.lease_ttl, origin=started)
+    report.checks["checked in"] = f"{time.monotonic() - checking:.1f} s"
     zombies = [op for op in ops if op.zombie]
     if zombies:
         report.zombie_writes = {
