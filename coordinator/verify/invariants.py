@@ -89,6 +89,13 @@ def replay_stream(agent: str, events: Sequence[AgentEvent]) -> list[Anomaly]:
         elif etype in SESSION_CLOSERS:
             if sid != live:
                 flag("lifecycle", f"{etype.value} of {sid}, but the live session is {live}", event)
+            elif event.fencing_token != live_token:
+                flag(
+                    "fencing",
+                    f"{etype.value} with token {event.fencing_token}, "
+                    f"the session's is {live_token}",
+                    event,
+                )
             if sid is not None:
                 closed[sid] = etype.value.removeprefix("session_")
             if sid == live:
