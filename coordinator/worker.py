@@ -292,7 +292,8 @@ class EventWorker:
             except _Stopped:
                 return
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # Redis restarted without its data, or someone deleted the group:
                 # recreate it from the start (the sink ignores what it already has).
