@@ -91,7 +91,9 @@ def postgres_size(admin_url: str, rows: list[EventRow]) -> dict[str, Any]:
             conn.execute("VACUUM ANALYZE")
             after = conn.execute("SELECT pg_database_size(current_database())").fetchone()
             table = conn.execute("SELECT pg_total_relation_size('agent_project_events')").fetchone()
-        assert before is not None and after is not None and table is not None
+        assert before is not None
+        assert after is not None
+        assert table is not None
         return {
             "bytes_per_event": round((after[0] - before[0]) / len(rows)),
             "table_and_indexes_bytes_per_event": round(table[0] / len(rows)),
