@@ -51,6 +51,7 @@ from coordinator.core import (
     retryable,
 )
 from coordinator.errors import ReplicationTimeout
+from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
@@ -135,6 +136,11 @@ class AsyncCoordinator:
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.close()
+
+    @property
+    def keys(self) -> KeySpace:
+        """The key layout of this client's namespace."""
+        return self._core.keys
 
     @property
     def sink(self) -> Sink | None:

@@ -495,6 +495,24 @@ class CoordinatorCore:
         persisted = yield Offload(query)
         return merge_events(tail, persisted, limit)
 
+    # --- worker ---------------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        shard: int,
+        group: str,
+        entry_id: str,
+        consumer: str,
+        reason: str,
+        fields: Mapping[str, str] | None,
+    ) -> Op[bool]:
+        """Move a pending entry to the shard's dead-letter stream and ack it (atomic)."""
+        pairs = [item for pair in (fields or {}).items() for item in pair]
+        keys = (self.keys.stream(shard), self.keys.dead_letters(shard))
+        call = Script("dead_letter", keys, (group, entry_id, consumer, reason[:1000], *pairs))
+        call.retry = True  # only a still-pending entry moves: running twice is harmless
+        return Op(call, lambda reply: int(reply) == 1)
+
     # --- durability mode ------------------------------------------------------------
 
     def check_replicated(self, reply: Any, acknowledged: Any) -> Any:

@@ -24,6 +24,7 @@ SCRIPT_NAMES: Final = (
     "reap_expired",
     "log_event",
     "import_project",
+    "dead_letter",
 )
 _LIBRARY: Final = "lib"
 

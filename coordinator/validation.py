@@ -215,3 +215,10 @@ def moment(field: str, value: object) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def worker_name(field: str, value: object) -> str:
+    """A consumer or group name: 1-128 characters of ``[A-Za-z0-9._-]``."""
+    if not isinstance(value, str) or not _REQUEST_ID_RE.fullmatch(value) or len(value) > 128:
+        raise InvalidInputError(field, "must be 1-128 characters of A-Z a-z 0-9 . _ -")
+    return value
