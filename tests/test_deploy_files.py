@@ -50,10 +50,6 @@ REDIS_PORT = 6379
 POSTGRES_PORT = 5432
 #: The ACL user each process logs in as.
 ROLE_OF = {"worker": "coordinator-worker", "example-server": "coordinator-server"}
-# TODO(deploy): drop once `coordinator worker` is merged from main.
-requires_worker = pytest.mark.skipif(
-    "worker" not in cli.commands, reason="`coordinator worker` is not on main yet"
-)
 
 
 # --- what the code accepts ---------------------------------------------------------------
@@ -181,7 +177,6 @@ def dockerfile_uid() -> int:
     return int(user.split(":")[0])
 
 
-@requires_worker
 def test_dockerfile_builds_the_package_as_a_non_root_user() -> None:
     steps = dockerfile()
     assert steps[0] == ("FROM", "python:3.11-slim")
@@ -243,7 +238,6 @@ def volumes(service: dict[str, Any]) -> dict[str, str]:
     return dict(tuple(v.split(":")[:2]) for v in service["volumes"])
 
 
-@requires_worker
 def test_compose_services_use_the_image_commands_and_ports_of_the_code() -> None:
     doc = compose()
     services = doc["services"]
@@ -266,14 +260,22 @@ def test_compose_services_use_the_image_commands_and_ports_of_the_code() -> None
             assert depends in services
     build = services["worker"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    worker_args = services["worker"]["command"]
+    worker_args = coordinator_argv(
+        [*services["worker"]["entrypoint"], *services["worker"]["command"]]
+    )
+    assert worker_args is not None
     assert option_value(worker_args, "--metrics-port") == str(METRICS_PORT)
     assert option_value(worker_args, "--metrics-host") == "0.0.0.0"  # reachable in a container
     assert services["worker"]["ports"] == [f"127.0.0.1:{METRICS_PORT}:{METRICS_PORT}"]
     healthcheck = services["worker"]["healthcheck"]["test"]
-    assert healthcheck[0] == "CMD"
-    assert run_cli(coordinator_argv(healthcheck[1:]) or []) == ["cli", "worker"]
-    assert "--check" in healthcheck
+    assert healthcheck[0] == "CMD-SHELL"
+    check = coordinator_argv(["sh", "-c", healthcheck[1]])
+    assert check is not None
+    assert run_cli(check) == ["cli", "worker"]
+    assert "--check" in check
+    # The health check looks up the consumer name the worker runs under.
+    assert option_value(check, "--consumer") == option_value(worker_args, "--consumer")
+    assert option_value(worker_args, "--consumer") == "$$HOSTNAME"
     # SIGTERM and time to drain: the worker acks its batch before it exits.
     assert services["worker"]["stop_signal"] == "SIGTERM"
     # Postgres's database and user are the sink URL's.
@@ -283,7 +285,6 @@ def test_compose_services_use_the_image_commands_and_ports_of_the_code() -> None
     assert sink.hostname == "postgres"
 
 
-@requires_worker
 def test_compose_environment_names_users_and_passwords_agree() -> None:
     services = compose()["services"]
     defined = env_example(DEPLOY / ".env.example")
@@ -331,7 +332,6 @@ def manifests() -> dict[tuple[str, str], dict[str, Any]]:
     return found
 
 
-@requires_worker
 def test_kubernetes_manifests_parse_and_reference_each_other() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
@@ -413,7 +413,7 @@ def unit(name: str) -> configparser.RawConfigParser:
 @pytest.mark.parametrize(
     ("name", "command"),
     [
-        pytest.param("coordinator-worker.service", "worker", marks=requires_worker),
+        ("coordinator-worker.service", "worker"),
         ("coordinator-up.service", "up"),
     ],
 )
