@@ -307,7 +307,8 @@ class EventWorker:
                 # retrying cannot help. Exit; the supervisor restarts the worker.
                 raise _access_denied(self.settings, exc) from None
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # Redis restarted without its data, or someone deleted the group:
                 # recreate it from the start (the sink ignores what it already has).
