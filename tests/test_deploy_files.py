@@ -310,6 +310,13 @@ def test_compose_environment_names_users_and_passwords_agree() -> None:
     assert {
         "REDIS_PASSWORD_" + user.upper().replace("-", "_") for user in acl_users() - {"default"}
     } == set(services["redis"]["environment"])
+    # The port the URLs name is the one deploy/redis.conf listens on.
+    [port_line] = [
+        line
+        for line in (DEPLOY / "redis.conf").read_text().splitlines()
+        if line.startswith("port ")
+    ]
+    assert int(port_line.split()[1]) == REDIS_PORT
     # It runs the shipped redis.conf and users.acl through the entrypoint.
     mounts = volumes(services["redis"])
     assert mounts["./redis.conf"] == "/etc/redis/redis.conf"
