@@ -39,12 +39,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from coordinator import constants as C
 from coordinator import validation
 from coordinator.aio import AsyncCoordinator
-from coordinator.errors import CoordinatorUnavailable, InvalidInputError, SinkUnavailable
+from coordinator.errors import (
+    AccessDenied,
+    CoordinatorUnavailable,
+    InvalidInputError,
+    SinkUnavailable,
+)
 from coordinator.events import entry_row
 from coordinator.metrics import MetricsServer, WorkerMetrics
 from coordinator.models import EventType
@@ -301,6 +312,10 @@ class EventWorker:
                     return
             except _Stopped:
                 return
+            except (NoPermissionError, AuthenticationError) as exc:
+                # Wrong credentials, or an ACL user without the worker's commands:
+                # retrying cannot help. Exit; the supervisor restarts the worker.
+                raise _access_denied(self.settings, exc) from None
             except ResponseError as exc:
                 # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
@@ -738,18 +753,31 @@ async def run_worker(
 async def worker_alive(settings: Settings, consumer: str | None = None) -> list[dict[str, Any]]:
     """Liveness records of the namespace's running workers (or of one consumer)."""
     async with AsyncCoordinator(settings) as coordinator:
-        client = await coordinator.redis()
-        if consumer is not None:
-            keys = [coordinator.keys.worker(validation.worker_name("consumer", consumer))]
-        else:
-            pattern = coordinator.keys.worker("*")
-            keys = [key async for key in client.scan_iter(match=pattern, count=500)]
-        found = []
-        for key in keys:
-            value = await client.get(key)
-            if value:
-                try:
-                    found.append(json.loads(value))
-                except ValueError:
-                    found.append({"key": key})
-        return found
+        try:
+            client = await coordinator.redis()
+            if consumer is not None:
+                keys = [coordinator.keys.worker(validation.worker_name("consumer", consumer))]
+            else:
+                # SCAN: the worker's ACL user may not have it (deploy/users.acl);
+                # name the consumer to check with GET alone.
+                pattern = coordinator.keys.worker("*")
+                keys = [key async for key in client.scan_iter(match=pattern, count=500)]
+            found = []
+            for key in keys:
+                value = await client.get(key)
+                if value:
+                    try:
+                        found.append(json.loads(value))
+                    except ValueError:
+                        found.append({"key": key})
+            return found
+        except (NoPermissionError, AuthenticationError) as exc:
+            raise _access_denied(settings, exc) from None
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise CoordinatorUnavailable(
+                f"Redis at {settings.safe_redis_url} is unavailable: {_one_line(exc)}"
+            ) from None
+
+
+def _access_denied(settings: Settings, exc: BaseException) -> AccessDenied:
+    return AccessDenied(f"Redis at {settings.safe_redis_url} refused access: {_one_line(exc)}")

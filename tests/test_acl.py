@@ -276,9 +276,11 @@ def test_worker_role_is_refused_the_rest(
         ("FLUSHALL",),
         ("KEYS", "*"),
         ("CONFIG", "SET", "maxmemory", "1"),
-        ("DEL", KEYS.lease("agent-1")),
+        ("SCAN", 0),
+        ("UNLINK", KEYS.lease("agent-1")),
         ("HINCRBY", KEYS.agent("agent-1"), "v", 1),
         ("SET", "other:worker:w1", "x"),
+        ("DEL", "other:worker:w1"),
         ("XADD", "{other:0}:dead", "*", "f", "v"),
     ):
         refused(w, *command)
