@@ -268,3 +268,82 @@ def test_events_tail_follows_and_stops_on_ctrl_c(redis_url: str, coord: Any) -> 
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "Traceback" not in err
+
+
+# --- status ----------------------------------------------------------------------------
+
+STATUS_FIELDS = {
+    "namespace", "redis_url", "redis_version", "redis_mode", "redis_nodes", "replicas",
+    "server_time", "shards", "consumer_group", "active_leases", "expired_unreaped",
+    "stream_length", "lag", "lag_exact", "pending", "oldest_pending_age_seconds",
+    "dead_letters", "workers_alive", "workers", "streams",
+}  # fmt: skip
+STREAM_FIELDS = {
+    "shard", "stream", "length", "group", "consumers", "last_delivered_id", "lag", "lag_exact",
+    "pending", "oldest_pending_id", "oldest_pending_age_seconds", "oldest_pending_idle_seconds",
+    "dead_letters", "active_leases",
+}  # fmt: skip
+
+
+def test_status_without_a_worker_warns_but_succeeds(run: Any, coord: Any) -> None:
+    coord.start_session("agent-a")
+    result = ok(run("status"))
+    assert "no worker is alive" in result.stderr
+    assert "1 active" in result.stdout
+    assert "none alive" in result.stdout
+    data = json.loads(ok(run("status", "--json")).stdout)
+    assert set(data) == STATUS_FIELDS
+    assert all(set(s) == STREAM_FIELDS for s in data["streams"])
+    assert (data["active_leases"], data["workers_alive"], data["workers"]) == (1, 0, [])
+    assert data["namespace"] == "test"
+    assert data["redis_mode"] == "standalone"
+
+
+def test_status_with_pending_entries_dead_letters_and_a_worker(
+    run: Any, coord: Any, raw: redis.Redis
+) -> None:
+    s = coord.start_session("agent-a")
+    coord.set_current_project("agent-a", "p", s.session_id)
+    keys = coord._core.keys
+    shard = keys.shard_of("agent-a")
+    raw.xgroup_create(keys.stream(shard), "coordinator", id="0")
+    raw.xreadgroup("coordinator", "w1", {keys.stream(shard): ">"}, count=1)  # never acked
+    raw.xadd(keys.dead_letters(shard), {"entry": "poison"})
+    liveness = {"consumer": "w1", "pid": 99, "host": "box", "heartbeat_at": "2026-01-01T00:00:00Z"}
+    raw.set("test:worker:w1", json.dumps(liveness), ex=15)
+
+    result = ok(run("status"))
+    assert "no worker is alive" not in result.stderr
+    assert "1 dead-lettered event" in result.stderr
+    assert "1 alive: w1 (host box, pid 99" in result.stdout
+    assert "lag 1, 1 pending (oldest" in result.stdout
+    header, *rows = result.stdout.split("\n\n")[1].splitlines()
+    assert header.split()[:3] == ["SHARD", "LENGTH", "LAG"]
+    assert [row.split()[:4] for row in rows] == [[str(shard), "2", "1", "1"]]
+
+    data = json.loads(ok(run("status", "--json")).stdout)
+    assert (data["lag"], data["pending"], data["dead_letters"]) == (1, 1, 1)
+    assert data["workers"] == [{**liveness, "ttl_seconds": data["workers"][0]["ttl_seconds"]}]
+    stream = data["streams"][shard]
+    assert (stream["length"], stream["group"], stream["consumers"]) == (2, True, 1)
+    assert stream["oldest_pending_age_seconds"] >= 0
+    every = ok(run("status", "--all-shards")).stdout.split("\n\n")[1].splitlines()
+    assert len(every) == 17  # header and 16 shards
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"], ["status", "--json"], ["leases", "--json"], ["lease", "show", "a"],
+        ["project", "get", "a", "--json"], ["events", "--json"], ["reap"],
+        ["lease", "revoke", "a", "--reason", "r", "--yes"],
+        ["project", "set", "a", "p", "--session", "1-00112233aabbccdd@a"],
+    ],
+)  # fmt: skip
+def test_every_command_reports_unreachable_redis_in_one_line(command: list[str]) -> None:
+    url = "redis://ops:s3cret@127.0.0.1:1/0"
+    result = CliRunner().invoke(cli, ["--redis-url", url, *command])
+    message = failed(result, 1)
+    assert len(message.splitlines()) == 1
+    assert "127.0.0.1:1" in message
+    assert "s3cret" not in result.output

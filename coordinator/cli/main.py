@@ -30,7 +30,9 @@ from coordinator.stack import read_stack
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules defining commands; each exposes ``register(group)``.
-COMMAND_MODULES: tuple[str, ...] = ("leases", "projects", "events", "reap", "stack", "migrate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "leases", "projects", "events", "status", "reap", "stack", "migrate",
+)  # fmt: skip
 
 
 @dataclass
