@@ -27,6 +27,7 @@ from coordinator.errors import (
 )
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
 from coordinator.settings import Settings
+from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "EventType",
     "InvalidInputError",
     "Lease",
+    "NamespaceStats",
     "ReplicationTimeout",
     "RequestIdReusedError",
     "Session",
@@ -55,6 +57,8 @@ __all__ = [
     "SessionLeaseExpired",
     "Settings",
     "ShardCountMismatch",
+    "StreamStats",
     "UnexpectedReply",
+    "WorkerLiveness",
     "__version__",
 ]
