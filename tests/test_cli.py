@@ -347,3 +347,55 @@ def test_every_command_reports_unreachable_redis_in_one_line(command: list[str])
     assert len(message.splitlines()) == 1
     assert "127.0.0.1:1" in message
     assert "s3cret" not in result.output
+
+
+# --- output contract -------------------------------------------------------------------
+
+LEASE_FIELDS = {
+    "agent_id", "session_id", "fencing_token", "started_at", "last_heartbeat", "expires_at",
+    "expires_in_seconds", "ttl_seconds", "project_name", "project_version", "metadata",
+}  # fmt: skip
+PROJECT_FIELDS = {
+    "agent_id", "project_name", "version", "session_id", "updated_by", "updated_at",
+    "fencing_token", "event_id",
+}  # fmt: skip
+EVENT_FIELDS = {
+    "agent_id", "session_id", "event_type", "from_project", "to_project", "expected_version",
+    "actual_version", "success", "error_message", "metadata", "created_at", "fencing_token",
+    "shard", "stream_id",
+}  # fmt: skip
+
+
+def test_json_field_names_are_the_documented_ones(run: Any, coord: Any) -> None:
+    s = coord.start_session("agent-a")
+    coord.set_current_project("agent-a", "p", s.session_id)
+    [lease] = json.loads(ok(run("leases", "--json")).stdout)
+    assert set(lease) == LEASE_FIELDS
+    assert set(json.loads(ok(run("lease", "show", "agent-a", "--json")).stdout)) == LEASE_FIELDS
+    assert set(json.loads(ok(run("project", "get", "agent-a", "--json")).stdout)) == PROJECT_FIELDS
+    written = run("project", "set", "agent-a", "q", "--session", s.session_id, "--json")
+    assert set(json.loads(ok(written).stdout)) == PROJECT_FIELDS
+    events = json.loads(ok(run("events", "--json")).stdout)
+    assert len(events) == 3
+    assert all(set(e) == EVENT_FIELDS for e in events)
+    assert set(json.loads(ok(run("reap", "--json")).stdout)) == {"reaped"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["leases", "--agent", " padded"], ["lease", "show", "x" * 200],
+        ["lease", "revoke", "bad\nagent", "--reason", "r", "--yes"],
+        ["lease", "revoke", "agent-a", "--reason", "", "--yes"],
+        ["project", "get", ""], ["project", "clear", "bad\tagent", "--session", "1-00@x"],
+        ["events", "--agent", "tab\tagent"], ["events", "tail", "--agent", "padded "],
+        ["project", "set", "agent-a", "p", "--session", "1-0011223344556677@agent-a",
+         "--expected-version", "9007199254740992"],
+        ["status", "--bogus"], ["leases", "--page-size", "0"],
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2_in_one_line(run: Any, command: list[str]) -> None:
+    result = run(*command)
+    message = failed(result, 2)
+    assert message.splitlines()[-1].startswith("Error:")
+    assert result.stdout == ""
