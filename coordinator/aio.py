@@ -9,7 +9,7 @@ validation, encoding, decoding and error mapping live there. ``coordinator/clien
 from __future__ import annotations
 
 import random
-from asyncio import Lock, sleep
+from asyncio import Lock, sleep, to_thread
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
@@ -40,6 +40,7 @@ from coordinator.core import (
     Command,
     CoordinatorCore,
     Emit,
+    Offload,
     Op,
     Plan,
     Script,
@@ -53,6 +54,7 @@ from coordinator.errors import ReplicationTimeout
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
+from coordinator.sinks import Sink, sink_from_url
 from coordinator.stats import DEFAULT_LAG_SCAN_LIMIT, NamespaceStats, stats_plan
 
 T = TypeVar("T")
@@ -96,6 +98,7 @@ class AsyncCoordinator:
         self._nodes: dict[tuple[str, int], AsyncRedisClient] = {}
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
+        self._sink: Sink | None = None
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> AsyncCoordinator:
@@ -130,6 +133,16 @@ class AsyncCoordinator:
         nodes, self._nodes = self._nodes, {}
         for node in nodes.values():
             await node.aclose()
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close()
+
+    @property
+    def sink(self) -> Sink | None:
+        """The event sink named by ``sink_url`` (opened on first use), or None."""
+        if self._sink is None and self.settings.sink_url is not None:
+            self._sink = sink_from_url(self.settings.sink_url.get_secret_value())
+        return self._sink
 
     # --- sessions -------------------------------------------------------------------
 
@@ -226,8 +239,10 @@ class AsyncCoordinator:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[AgentEvent]:
-        """Newest-first audit events, optionally filtered by agent, type and time."""
-        plan = self._core.stream_events(agent_id, event_type, limit, since, until)
+        """Newest-first audit events, optionally filtered by agent, type and time
+        (``since <= created_at <= until``): the persisted ones from the event sink
+        (``sink_url``) plus those still in the streams, so a write is visible at once."""
+        plan = self._core.agent_events(self.sink, agent_id, event_type, limit, since, until)
         return await self._drive(plan)
 
     async def follow_events(
@@ -387,6 +402,8 @@ class AsyncCoordinator:
         if type(call) is Sleep:
             await sleep(call.seconds)
             return None
+        if type(call) is Offload:
+            return await to_thread(call.run)
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)

@@ -15,8 +15,8 @@ import secrets
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 import redis.exceptions as rx
 from redis.sentinel import MasterNotFoundError
@@ -43,6 +43,9 @@ from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import SCRIPT_NAMES
 from coordinator.settings import Settings
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key
+
+if TYPE_CHECKING:
+    from coordinator.sinks import Sink
 
 T = TypeVar("T")
 
@@ -88,7 +91,16 @@ class Sleep:
     retry: bool = True
 
 
-Call: TypeAlias = Script | Command | Batch | Sleep
+@dataclass(slots=True)
+class Offload:
+    """Blocking work outside Redis (an event sink query): run in a thread by the
+    asyncio shell, inline by the synchronous one."""
+
+    run: Callable[[], Any]
+    retry: bool = False
+
+
+Call: TypeAlias = Script | Command | Batch | Sleep | Offload
 
 
 @dataclass(slots=True)
@@ -437,8 +449,9 @@ class CoordinatorCore:
         etype = validation.event_type(event_type)
         limit = validation.limit(limit)
         shards = [self.keys.shard_of(agent)] if agent is not None else list(range(self.keys.shards))
-        low = "-" if since is None else str(datetime_to_ms(since))
-        upper = {s: "+" if until is None else str(datetime_to_ms(until)) for s in shards}
+        low = "-" if since is None else str(datetime_to_ms(validation.moment("since", since)))
+        high = "+" if until is None else str(datetime_to_ms(validation.moment("until", until)))
+        upper = dict.fromkeys(shards, high)
         found: dict[int, list[AgentEvent]] = {s: [] for s in shards}
         active = list(shards)
         while active:
@@ -460,6 +473,27 @@ class CoordinatorCore:
         merged = [event for events in found.values() for event in events]
         merged.sort(key=lambda e: (stream_id_key(e.stream_id), e.shard), reverse=True)
         return merged[:limit]
+
+    def agent_events(
+        self,
+        sink: Sink | None,
+        agent_id: str | None,
+        event_type: str | None,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Plan[list[AgentEvent]]:
+        """Newest-first events from the sink and the not-yet-persisted stream tail.
+
+        The tail is read first: an entry trimmed from the stream after that read was
+        persisted before it was trimmed, so the sink read that follows holds it.
+        """
+        tail = yield from self.stream_events(agent_id, event_type, limit, since, until)
+        if sink is None:
+            return tail
+        query = partial(sink.query, self.keys.namespace, agent_id, event_type, limit, since, until)
+        persisted = yield Offload(query)
+        return merge_events(tail, persisted, limit)
 
     # --- durability mode ------------------------------------------------------------
 
@@ -565,6 +599,17 @@ _NO_REPLICAS: Final = "NOREPLICAS"
 _DEMOTED_PRIMARY: Final = "previous master is now a slave"
 #: A replica's refusal; Redis 6.2 wraps it in a script error when a script writes.
 _READ_ONLY: Final = "READONLY You can't write against a read only replica"
+
+
+def merge_events(
+    first: Sequence[AgentEvent], second: Sequence[AgentEvent], limit: int
+) -> list[AgentEvent]:
+    """Both lists' events once each (by shard and stream id), newest first."""
+    unique = {(e.shard, e.stream_id): e for e in (*first, *second)}
+    merged = sorted(
+        unique.values(), key=lambda e: (stream_id_key(e.stream_id), e.shard), reverse=True
+    )
+    return merged[:limit]
 
 
 def retryable(exc: BaseException) -> bool:

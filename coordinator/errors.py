@@ -168,5 +168,13 @@ class ReplicationTimeout(CoordinatorUnavailable):
         self.error = error
 
 
+class SinkUnavailable(CoordinatorUnavailable):
+    """The event sink (SQLite or PostgreSQL) could not be reached or refused a write.
+
+    Nothing is lost: the worker acknowledges stream entries only after the sink
+    committed them, so it retries with backoff and resumes where it stopped.
+    """
+
+
 class UnexpectedReply(CoordinatorError):
     """A script returned a code this client does not know (mismatched versions or a bug)."""

@@ -7,11 +7,15 @@ stream id, so no field carries a timestamp.
 
 from __future__ import annotations
 
-from typing import Any, Final
+import json
+from typing import TYPE_CHECKING, Any, Final
 
-from coordinator.models import AgentEvent
+from coordinator.models import AgentEvent, EventType
 from coordinator.timestamps import ms_to_datetime, stream_id_ms
 from coordinator.validation import decode_metadata
+
+if TYPE_CHECKING:
+    from coordinator.sinks.base import EventRow
 
 #: Field order of every audit entry (must match ``audit()`` in lua/lib.lua).
 EVENT_FIELDS: Final = (
@@ -61,4 +65,47 @@ def matches(fields: dict[str, Any], agent_id: str | None, event_type: str | None
     """Cheap filter on raw fields, before decoding."""
     return (agent_id is None or fields.get("agent_id") == agent_id) and (
         event_type is None or fields.get("event_type") == event_type
+    )
+
+
+_EVENT_TYPES: Final = frozenset(t.value for t in EventType)
+
+
+def entry_row(namespace: str, shard: int, stream_id: str, fields: dict[str, Any]) -> EventRow:
+    """The sink row of one stream entry, checked without building a model.
+
+    The worker persists tens of thousands of entries a second; this is the only
+    per-entry Python it runs. Raises ``KeyError``/``ValueError``/``TypeError`` for an
+    entry that is not a well-formed event (the worker dead-letters it).
+    """
+    ms, _, seq = stream_id.partition("-")
+    etype = fields["event_type"]
+    if etype not in _EVENT_TYPES:
+        raise ValueError(f"unknown event type {etype!r}")
+    agent = fields["agent_id"]
+    if not agent:
+        raise ValueError("empty agent_id")
+    success = fields["success"]
+    if success != "1" and success != "0":
+        raise ValueError(f"bad success flag {success!r}")
+    metadata = fields["metadata"] or None
+    if metadata is not None and type(json.loads(metadata)) is not dict:
+        raise ValueError("metadata is not a JSON object")
+    return (
+        namespace,
+        shard,
+        stream_id,
+        int(ms),
+        int(seq),
+        agent,
+        fields["session_id"] or None,
+        etype,
+        fields["from_project"] or None,
+        fields["to_project"] or None,
+        _opt_int(fields["expected_version"]),
+        _opt_int(fields["actual_version"]),
+        success == "1",
+        fields["error_message"] or None,
+        metadata,
+        _opt_int(fields["fencing_token"]),
     )

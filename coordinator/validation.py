@@ -12,6 +12,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -200,3 +201,17 @@ def decode_metadata(raw: str | None) -> dict[str, Any] | None:
         return None
     value = json.loads(raw)
     return value if isinstance(value, dict) else {"value": value}
+
+
+def moment(field: str, value: object) -> datetime:
+    """A ``since``/``until`` bound: a datetime (naive means UTC) from 1970 to 9999."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(field, f"must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value < _EPOCH:
+        raise InvalidInputError(field, "must not be before 1970-01-01 UTC")
+    return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

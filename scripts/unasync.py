@@ -25,7 +25,11 @@ HEADER = (
 #: Literal replacements, applied in order.
 REPLACEMENTS = [
     ('"""AsyncCoordinator: the asyncio client.', '"""Coordinator: the synchronous client.'),
-    ("from asyncio import Lock, sleep", "from threading import Lock\nfrom time import sleep"),
+    (
+        "from asyncio import Lock, sleep, to_thread",
+        "from threading import Lock\nfrom time import sleep",
+    ),
+    ("await to_thread(call.run)", "call.run()"),
     ("(asyncio)", "(synchronous, thread-safe)"),
     ("AsyncCoordinator", "Coordinator"),
     ("AsyncRedisClient", "RedisClient"),

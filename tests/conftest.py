@@ -221,3 +221,55 @@ def snapshot(raw: redis.Redis) -> dict[str, Any]:
             value = kind
         state[key] = (kind, value)
     return state
+
+
+# --- event sinks -----------------------------------------------------------------------
+
+#: PostgreSQL for the sink tests (the machine's server; CI makes sure one runs).
+PG_URL = os.environ.get(
+    "COORDINATOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means "not here"
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    problem = _postgres_reachable()
+    if problem is None:
+        return
+    if os.environ.get("COORDINATOR_TEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL at {PG_URL} is required (CI) but unreachable: {problem}")
+    pytest.skip(f"PostgreSQL at {PG_URL} unreachable: {problem}")
+
+
+@pytest.fixture
+def postgres_url(postgres_available: None) -> Iterator[str]:
+    """A sink URL on the test PostgreSQL whose tables live in a schema of their own."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each sink dialect in turn (PostgreSQL in a throwaway schema)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -1,0 +1,304 @@
+"""The event sink: where the worker makes the audit trail durable.
+
+One table, ``agent_project_events``, keeps the original's columns (agent_id,
+session_id, event_type, from_project, to_project, expected_version, actual_version,
+success, error_message, metadata, created_at) and adds the event's identity:
+``namespace``, ``shard`` and ``stream_id`` (unique together, so a re-delivered entry
+is ignored instead of stored twice), the fencing token, and ``created_ms`` /
+``stream_seq`` for exact ordering. SQLite and PostgreSQL share everything here and
+differ only in their dialect (placeholders, types, the insert statement).
+
+Sinks are synchronous: the worker and the asyncio client call them in a thread.
+Each sink serialises its own use with a lock, so one instance may be shared.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+
+from coordinator import validation
+from coordinator.errors import SinkUnavailable
+from coordinator.models import AgentEvent
+from coordinator.timestamps import datetime_to_ms, ms_to_datetime
+
+T = TypeVar("T")
+
+TABLE: Final = "agent_project_events"
+#: Bumped when the table changes; recorded in ``coordinator_sink_schema``.
+SCHEMA_VERSION: Final = 1
+#: Imported history (``coordinator migrate-legacy``) has no stream: it is stored under
+#: this shard, with ``stream_id`` ``<created_ms>-<legacy id>``.
+LEGACY_SHARD: Final = -1
+
+#: Columns written by :meth:`Sink.write`, in :data:`EventRow` order (``created_at`` is
+#: computed by the database from ``created_ms``).
+ROW_COLUMNS: Final = (
+    "namespace",
+    "shard",
+    "stream_id",
+    "created_ms",
+    "stream_seq",
+    "agent_id",
+    "session_id",
+    "event_type",
+    "from_project",
+    "to_project",
+    "expected_version",
+    "actual_version",
+    "success",
+    "error_message",
+    "metadata",
+    "fencing_token",
+)
+#: namespace, shard, stream_id, created_ms, stream_seq, agent_id, session_id,
+#: event_type, from_project, to_project, expected_version, actual_version, success,
+#: error_message, metadata (JSON text or None), fencing_token.
+EventRow: TypeAlias = tuple[
+    str, int, str, int, int, str, "str | None", str, "str | None", "str | None",
+    "int | None", "int | None", bool, "str | None", "str | None", "int | None",
+]  # fmt: skip
+
+#: Columns read back into an :class:`AgentEvent`.
+_READ_COLUMNS: Final = ROW_COLUMNS[1:]
+
+
+def event_row(namespace: str, event: AgentEvent) -> EventRow:
+    """The row of an already decoded event (the worker builds rows straight from
+    stream fields instead, see :func:`coordinator.events.entry_row`)."""
+    ms, _, seq = event.stream_id.partition("-")
+    return (
+        namespace,
+        event.shard,
+        event.stream_id,
+        int(ms),
+        int(seq or 0),
+        event.agent_id,
+        event.session_id,
+        event.event_type.value,
+        event.from_project,
+        event.to_project,
+        event.expected_version,
+        event.actual_version,
+        event.success,
+        event.error_message,
+        None if event.metadata is None else json.dumps(event.metadata, separators=(",", ":")),
+        event.fencing_token,
+    )
+
+
+def _event(row: Sequence[Any]) -> AgentEvent:
+    (shard, stream_id, created_ms, _seq, agent, session, etype, from_p, to_p, expected,
+     actual, success, error, metadata, token) = row  # fmt: skip
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    return AgentEvent(
+        agent_id=agent,
+        session_id=session,
+        event_type=etype,
+        from_project=from_p,
+        to_project=to_p,
+        expected_version=expected,
+        actual_version=actual,
+        success=bool(success),
+        error_message=error,
+        metadata=metadata,
+        created_at=ms_to_datetime(created_ms),
+        fencing_token=token,
+        shard=shard,
+        stream_id=stream_id,
+    )
+
+
+class Sink(ABC):
+    """A database holding the persisted audit trail of any number of namespaces."""
+
+    #: Placeholder of the DB-API driver (``?`` for sqlite3, ``%s`` for psycopg).
+    placeholder: ClassVar[str]
+    #: Exceptions of the driver that mean "the database is unavailable".
+    outage_errors: ClassVar[tuple[type[BaseException], ...]]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+
+    # --- dialect ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _connection(self) -> Any:
+        """The open DB-API connection (opened on first use, schema ensured)."""
+
+    @abstractmethod
+    def _insert(self, cursor: Any, rows: Sequence[EventRow]) -> int:
+        """Insert rows, ignoring those whose identity is already stored; return how
+        many were new."""
+
+    @abstractmethod
+    def _disconnect(self) -> None:
+        """Drop the connection (after an outage, or on close)."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the sink is, without any password (for logs and errors)."""
+
+    # --- shared behaviour --------------------------------------------------------------
+
+    def _run(self, work: Callable[[Any], T], *, write: bool = False) -> T:
+        """Run ``work(cursor)`` in one transaction; outages become SinkUnavailable."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                cursor = conn.cursor()
+                try:
+                    result = work(cursor)
+                    conn.commit()
+                    return result
+                except BaseException:
+                    conn.rollback()
+                    raise
+                finally:
+                    cursor.close()
+            except self.outage_errors as exc:
+                self._disconnect()
+                raise SinkUnavailable(
+                    f"event sink {self.location} unavailable: {_one_line(exc)}",
+                    maybe_applied=write,
+                ) from exc
+
+    def write(self, rows: Sequence[EventRow]) -> int:
+        """Persist rows in one transaction; return how many were not stored before."""
+        if not rows:
+            return 0
+        return self._run(lambda cursor: self._insert(cursor, rows), write=True)
+
+    def write_events(self, namespace: str, events: Sequence[AgentEvent]) -> int:
+        return self.write([event_row(namespace, event) for event in events])
+
+    def query(
+        self,
+        namespace: str,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AgentEvent]:
+        """Persisted events, newest first, ``since <= created_at <= until``."""
+        agent = None if agent_id is None else validation.agent_id(agent_id)
+        etype = validation.event_type(event_type)
+        limit = validation.limit(limit)
+        where, params = self._where(namespace, agent, etype, since, until)
+        sql = (
+            f"SELECT {', '.join(_READ_COLUMNS)} FROM {TABLE} WHERE {where} "
+            f"ORDER BY created_ms DESC, stream_seq DESC, shard DESC LIMIT {limit}"
+        )
+
+        def fetch(cursor: Any) -> list[AgentEvent]:
+            cursor.execute(sql, params)
+            return [_event(row) for row in cursor.fetchall()]
+
+        return self._run(fetch)
+
+    def events(self, namespace: str, page: int = 5000) -> Iterator[AgentEvent]:
+        """Every persisted event of a namespace, oldest first, read page by page."""
+        p = self.placeholder
+        sql = (
+            f"SELECT {', '.join(_READ_COLUMNS)} FROM {TABLE} WHERE namespace = {p} "
+            f"AND (created_ms, stream_seq, shard) > ({p}, {p}, {p}) "
+            f"ORDER BY created_ms, stream_seq, shard LIMIT {int(page)}"
+        )
+        after: tuple[int, int, int] = (-1, -1, -(2**31))
+        while True:
+            params = (namespace, *after)
+
+            def fetch(cursor: Any, params: tuple[Any, ...] = params) -> list[AgentEvent]:
+                cursor.execute(sql, params)
+                return [_event(row) for row in cursor.fetchall()]
+
+            batch = self._run(fetch)
+            yield from batch
+            if len(batch) < page:
+                return
+            last = batch[-1]
+            after = (datetime_to_ms(last.created_at), int(last.stream_id.partition("-")[2]),
+                     last.shard)  # fmt: skip
+
+    def count(self, namespace: str, event_type: str | None = None) -> int:
+        etype = validation.event_type(event_type)
+        where, params = self._where(namespace, None, etype, None, None)
+
+        def fetch(cursor: Any) -> int:
+            cursor.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE {where}", params)
+            return int(cursor.fetchone()[0])
+
+        return self._run(fetch)
+
+    def counts_by_type(self, namespace: str) -> dict[str, int]:
+        p = self.placeholder
+
+        def fetch(cursor: Any) -> dict[str, int]:
+            cursor.execute(
+                f"SELECT event_type, COUNT(*) FROM {TABLE} WHERE namespace = {p} "
+                "GROUP BY event_type ORDER BY event_type",
+                (namespace,),
+            )
+            return {str(t): int(n) for t, n in cursor.fetchall()}
+
+        return self._run(fetch)
+
+    def ping(self) -> None:
+        """Raise SinkUnavailable unless the database answers."""
+
+        def probe(cursor: Any) -> None:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+        self._run(probe)
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    def _where(
+        self,
+        namespace: str,
+        agent: str | None,
+        etype: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        p = self.placeholder
+        clauses = [f"namespace = {p}"]
+        params: list[Any] = [namespace]
+        if agent is not None:
+            clauses.append(f"agent_id = {p}")
+            params.append(agent)
+        if etype is not None:
+            clauses.append(f"event_type = {p}")
+            params.append(etype)
+        if since is not None:
+            clauses.append(f"created_ms >= {p}")
+            params.append(datetime_to_ms(validation.moment("since", since)))
+        if until is not None:
+            clauses.append(f"created_ms <= {p}")
+            params.append(datetime_to_ms(validation.moment("until", until)))
+        return " AND ".join(clauses), params
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
