@@ -23,6 +23,7 @@ from coordinator.errors import (
     SessionAlreadyActive,
     SessionLeaseExpired,
     ShardCountMismatch,
+    SinkUnavailable,
     UnexpectedReply,
 )
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
@@ -57,6 +58,7 @@ __all__ = [
     "SessionLeaseExpired",
     "Settings",
     "ShardCountMismatch",
+    "SinkUnavailable",
     "StreamStats",
     "UnexpectedReply",
     "WorkerLiveness",
