@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules defining commands; each exposes ``register(group)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "leases", "projects", "events", "status", "reap", "stack", "migrate",
+    "leases", "projects", "events", "status", "reap", "stack", "demo", "migrate",
 )  # fmt: skip
 
 
