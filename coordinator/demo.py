@@ -13,6 +13,7 @@ of the winning writes, and versions equal to the writes won.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import tempfile
 import time
@@ -60,9 +61,27 @@ class DemoReport:
     persisted: Counter[str] = field(default_factory=Counter)
     #: Stream ids of the winning writes, per agent, as the servers were told them.
     winners: dict[str, set[str]] = field(default_factory=dict)
+    #: Stream ids of the persisted ``project_set``/``project_switched`` events, per agent.
+    persisted_writes: dict[str, set[str]] = field(default_factory=dict)
+    #: Each agent's project and version at the end.
     projects: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def check(self) -> list[str]:
+        """Every way the persisted audit differs from what was emitted (empty: none)."""
+        problems = list(self.problems)
+        if +self.emitted != +self.persisted:
+            kinds = sorted(k for k in set(self.emitted) | set(self.persisted)
+                           if self.emitted[k] != self.persisted[k])  # fmt: skip
+            problems.append(f"persisted counts differ from the emitted ones: {', '.join(kinds)}")
+        if self.persisted_writes != self.winners:
+            problems.append("the persisted writes are not the winning writes")
+        for agent, (_, version) in self.projects.items():
+            won = len(self.winners.get(agent, ()))
+            if version != won:
+                problems.append(f"{agent} is at version {version} after {won} writes won")
+        return problems
 
 
 def _server(
@@ -181,20 +200,18 @@ def _act(client: Coordinator, url: str, report: DemoReport, say: Callable[[str],
 
 
 def _drain(stack: LocalStack, report: DemoReport) -> None:
-    """Wait until the worker has persisted as many events as were emitted, then read
-    what it stored."""
+    """Wait until the worker has persisted as many events as were emitted (or the step
+    timed out: the comparison then shows what is missing), then read what it stored."""
     expected = sum(report.emitted.values())
     with sink_from_url(stack.sink_url) as sink:
-        _wait(lambda: sink.count(NAMESPACE) >= expected)
+        with contextlib.suppress(TimeoutError):
+            _wait(lambda: sink.count(NAMESPACE) >= expected)
         counts = sink.counts_by_type(NAMESPACE)
-        persisted_writes: dict[str, set[str]] = {}
         for event in sink.events(NAMESPACE):
             if event.event_type.value in _WRITE_TYPES:
-                persisted_writes.setdefault(event.agent_id, set()).add(event.stream_id)
+                report.persisted_writes.setdefault(event.agent_id, set()).add(event.stream_id)
     report.persisted = Counter({kind: n for kind, n in counts.items() if kind not in _WRITE_TYPES})
     report.persisted[WRITES] = sum(counts.get(kind, 0) for kind in _WRITE_TYPES)
-    if persisted_writes != report.winners:
-        report.problems.append("the persisted writes are not the winning writes")
 
 
 def _summarise(client: Coordinator, report: DemoReport, say: Callable[[str], None]) -> None:
@@ -213,15 +230,12 @@ def _summarise(client: Coordinator, report: DemoReport, say: Callable[[str], Non
         report.projects[agent] = (name, version)
         won = len(report.winners.get(agent, ()))
         say(f"  {agent:6s} {name or '-':12s} version {version:3d}  writes won {won:3d}")
-        if version != won:
-            report.problems.append(f"{agent} is at version {version} after {won} writes")
     say("\naudit events (emitted / persisted):")
     for kind in sorted(set(report.emitted) | set(report.persisted)):
         say(f"  {kind:20s} {report.emitted[kind]:5d} / {report.persisted[kind]:5d}")
-    if +report.emitted != +report.persisted:
-        report.problems.append("persisted event counts differ from the emitted ones")
-    report.ok = not report.problems
-    for problem in report.problems:
+    problems = report.check()
+    report.ok = not problems
+    for problem in problems:
         say(f"MISMATCH: {problem}")
     if report.ok:
         say("\nok: every emitted event was persisted exactly once")
