@@ -135,3 +135,18 @@ def test_liveness_keys_are_found_without_a_consumer_on_a_single_node(
         "starting": {"consumer": "starting", "pid": 1},
         "garbled": {"raw": "not json"},
     }
+
+
+@pytest.mark.single_node
+def test_stats_through_sentinel(redis_server: Any, tmp_path: Any, make_coordinator: Any) -> None:
+    from coordinator.embedded_sentinel import EmbeddedSentinel
+
+    with EmbeddedSentinel(tmp_path / "s", binary=redis_server.binary) as group:
+        client = make_coordinator(group.url)
+        client.start_session("agent-1")
+        stats = client.stats()
+        assert stats.redis_mode == "sentinel"
+        assert stats.replicas is not None
+        assert stats.replicas >= 1
+        assert stats.active_leases == 1
+        assert "sentinel" in stats.to_json()["redis_url"]
