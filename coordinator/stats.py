@@ -32,7 +32,6 @@ from coordinator.timestamps import ms_to_datetime, stream_id_ms
 #: Most entries counted, per shard, to work out a lag Redis does not report.
 DEFAULT_LAG_SCAN_LIMIT: Final = 1000
 #: Liveness keys fetched per ``SCAN`` round trip.
-_SCAN_COUNT: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,18 +276,8 @@ def stats_plan(
     consumers: set[str] = set()
     for s in grouped:
         consumers.update(_text(c["name"]) for c in detail[s][1])
-    if not cluster:
-        # Liveness keys carry no hash tag, so they are spread over a cluster's nodes;
-        # there the group's consumers name them. A single node is scanned as well.
-        cursor: Any = 0
-        prefix = keys.worker("")
-        while True:
-            cursor, found = yield Command(
-                "scan", (cursor,), {"match": keys.worker("*"), "count": _SCAN_COUNT}
-            )
-            consumers.update(_text(k)[len(prefix) :] for k in found)
-            if int(cursor) == 0:
-                break
+    # Liveness keys are named after the group's consumers: no SCAN, which would show
+    # the key names of every namespace (the admin ACL user is not allowed it).
     workers: list[WorkerLiveness] = []
     if consumers:
         names = sorted(consumers)
