@@ -181,6 +181,10 @@ def test_retries_with_a_request_id_fold_into_one_write() -> None:
     assert len(merged) == 2
     folded = merged[0]
     assert (folded.invoke, folded.complete, folded.outcome, folded.retries) == (0, 60 * MS, "ok", 1)
+    # The last attempt never ran (refused connection): the first may have applied.
+    refused = write(50, 51, "p1", None, outcome="fail", error="not_applied", request_id="r1")
+    [maybe] = merge_retries([first, refused])
+    assert (maybe.outcome, maybe.complete) == ("unknown", NEVER)
     # Both attempts unknown: still maybe-applied.
     both = merge_retries([first, write(50, None, "p1", None, outcome="unknown", request_id="r1")])
     assert [o.outcome for o in both] == ["unknown"]
@@ -220,11 +224,11 @@ def test_stream_replay_accepts_a_correct_lifecycle() -> None:
     events = [
         started("s1", 1),
         wrote("s1", 1, "p1", 1),
-        event(EventType.SESSION_SUPERSEDED, "s1"),
+        event(EventType.SESSION_SUPERSEDED, "s1", fencing_token=1),
         started("s2", 2),
         event(EventType.WRITE_REJECTED, "s1", success=False, error_message="superseded"),
         wrote("s2", 2, "p2", 2, frm="p1"),
-        event(EventType.SESSION_EXPIRED, "s2"),
+        event(EventType.SESSION_EXPIRED, "s2", fencing_token=2),
     ]
     assert replay_stream("a", events) == []
 
@@ -232,7 +236,7 @@ def test_stream_replay_accepts_a_correct_lifecycle() -> None:
 def test_stream_replay_catches_stale_writes_gaps_and_token_regressions() -> None:
     superseded = [
         started("s1", 1),
-        event(EventType.SESSION_SUPERSEDED, "s1"),
+        event(EventType.SESSION_SUPERSEDED, "s1", fencing_token=1),
         started("s2", 2),
         wrote("s1", 1, "p1", 1),
     ]
@@ -243,8 +247,15 @@ def test_stream_replay_catches_stale_writes_gaps_and_token_regressions() -> None
     )
     gap = [started("s1", 1), wrote("s1", 1, "p1", 1), wrote("s1", 1, "p2", 3, frm="p1")]
     assert [a.kind for a in replay_stream("a", gap)] == ["version"]
-    tokens = [started("s1", 5), event(EventType.SESSION_ENDED, "s1"), started("s2", 5)]
+    tokens = [
+        started("s1", 5),
+        event(EventType.SESSION_ENDED, "s1", fencing_token=5),
+        started("s2", 5),
+    ]
     assert [a.kind for a in replay_stream("a", tokens)] == ["fencing"]
+    # An expiry must carry the expired session's token, not the next one.
+    expiry = [started("s1", 1), event(EventType.SESSION_EXPIRED, "s1", fencing_token=2)]
+    assert [a.kind for a in replay_stream("a", expiry)] == ["fencing"]
 
 
 def test_history_and_stream_must_match_one_for_one() -> None:

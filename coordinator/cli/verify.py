@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 
 from coordinator.cli.main import CliState, handles_errors
@@ -109,13 +112,22 @@ def verify_command(
         + (f", nemeses: {', '.join(nemeses)}" if nemeses else ""),
         err=True,
     )
-    report = run_verify(options)
+    # SIGTERM unwinds like Ctrl-C, so the embedded server, worker and clients stop too.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        report = run_verify(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         emit_json(report.to_dict())
     else:
         click.echo(report.render())
     if not report.ok:
         ctx.exit(1)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def register(group: click.Group) -> None:

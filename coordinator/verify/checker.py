@@ -13,6 +13,7 @@ The register's state is ``(project, version)``; ``(None, 0)`` is "no record".
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -123,6 +124,12 @@ def linearizable(
     ``initial``; returns the verdict and the search steps taken."""
     head = _build(ops)
     state = initial
+    # The set of linearized operations, as a Zobrist hash: XOR of a random 128-bit
+    # value per operation. Updating it is O(1) and a cache entry stays small, where a
+    # bitset would cost O(n) per step and O(n^2) memory over a long history; two sets
+    # collide with probability about steps^2 / 2^128.
+    rng = random.Random(len(ops))
+    zobrist = [rng.getrandbits(128) for _ in ops]
     linearized = 0
     cache: set[tuple[int, State]] = set()
     stack: list[tuple[_Entry, State]] = []
@@ -134,13 +141,13 @@ def linearizable(
             return "inconclusive", steps
         assert entry is not None
         if entry.call:
-            bit = 1 << entry.op_index
+            bit = zobrist[entry.op_index]
             for candidate in _steps(state, ops[entry.op_index]):
-                key = (linearized | bit, candidate)
+                key = (linearized ^ bit, candidate)
                 if key not in cache:
                     cache.add(key)
                     stack.append((entry, state))
-                    state, linearized = candidate, linearized | bit
+                    state, linearized = candidate, linearized ^ bit
                     _lift(entry)
                     entry = head.next
                     break
@@ -150,7 +157,7 @@ def linearizable(
             if not stack:
                 return "anomaly", steps
             entry, state = stack.pop()
-            linearized &= ~(1 << entry.op_index)
+            linearized ^= zobrist[entry.op_index]
             _unlift(entry)
             # Try the same call again: the cache skips the alternative already explored.
     return "ok", steps

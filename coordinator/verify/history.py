@@ -109,7 +109,8 @@ def merge_retries(ops: Iterable[Operation]) -> list[Operation]:
     A write retried with its request id takes effect at most once, somewhere between
     the first invocation and the last completion; the last attempt's answer (a replay
     of the first execution's reply, or a fresh execution) is the write's outcome. A
-    write whose every attempt was unknown stays unknown: it may have been applied.
+    write whose last attempt was unknown or certainly not sent stays unknown when an
+    earlier attempt was unknown: that one may have been applied.
     """
     merged: list[Operation] = []
     by_rid: dict[tuple[str, str], int] = {}
@@ -119,9 +120,11 @@ def merge_retries(ops: Iterable[Operation]) -> list[Operation]:
             at = by_rid.get(key)
             if at is not None:
                 first = merged[at]
-                merged[at] = replace(
-                    op, invoke=first.invoke, seq=first.seq, retries=first.retries + 1
-                )
+                folded = replace(op, invoke=first.invoke, seq=first.seq, retries=first.retries + 1)
+                if first.outcome == "unknown" and op.error == "not_applied":
+                    # This attempt never ran, but an earlier one may have.
+                    folded = replace(folded, outcome="unknown", complete=NEVER, error=None)
+                merged[at] = folded
                 continue
             by_rid[key] = len(merged)
         merged.append(op)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,13 @@ def replay_stream(agent: str, events: Sequence[AgentEvent]) -> list[Anomaly]:
         elif etype in SESSION_CLOSERS:
             if sid != live:
                 flag("lifecycle", f"{etype.value} of {sid}, but the live session is {live}", event)
+            elif event.fencing_token != live_token:
+                flag(
+                    "fencing",
+                    f"{etype.value} with token {event.fencing_token}, "
+                    f"the session's is {live_token}",
+                    event,
+                )
             if sid is not None:
                 closed[sid] = etype.value.removeprefix("session_")
             if sid == live:
@@ -277,6 +285,7 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
                 closed_by[op.session_id] = op
         if op.kind == "error":
             anomalies.append(Anomaly("error", op.agent, f"unexpected error: {op.error}"))
+    newest_before = {agent: _Starts(group) for agent, group in starts.items()}
     for op in ops:
         if op.kind != "cas" or op.outcome != "ok" or not op.session_id:
             continue
@@ -310,20 +319,40 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
                     (ended.describe(), op.describe()),
                 )
             )
-        for newer in starts[op.agent]:
-            if (newer.fencing_token or 0) > (op.fencing_token or 0) and newer.complete < op.invoke:
-                anomalies.append(
-                    Anomaly(
-                        "stale_write",
-                        op.agent,
-                        "write accepted after a newer session had started",
-                        (newer.describe(), op.describe()),
-                    )
+        newer = newest_before.get(op.agent, _NO_STARTS).before(op.invoke)
+        if newer is not None and (newer.fencing_token or 0) > (op.fencing_token or 0):
+            anomalies.append(
+                Anomaly(
+                    "stale_write",
+                    op.agent,
+                    "write accepted after a newer session had started",
+                    (newer.describe(), op.describe()),
                 )
-                break
+            )
     for agent, group in starts.items():
         anomalies += _token_order(agent, group)
     return anomalies
+
+
+class _Starts:
+    """Successful starts of one agent: the highest-token one completed before a time."""
+
+    def __init__(self, starts: Sequence[Operation]) -> None:
+        ordered = sorted(starts, key=lambda o: o.complete)
+        self.times = [o.complete for o in ordered]
+        self.best: list[Operation] = []
+        for op in ordered:
+            if not self.best or (op.fencing_token or 0) > (self.best[-1].fencing_token or 0):
+                self.best.append(op)
+            else:
+                self.best.append(self.best[-1])
+
+    def before(self, t: int) -> Operation | None:
+        i = bisect.bisect_left(self.times, t)
+        return self.best[i - 1] if i else None
+
+
+_NO_STARTS = _Starts(())
 
 
 def _token_order(agent: str, starts: Iterable[Operation]) -> list[Anomaly]:

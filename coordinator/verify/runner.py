@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from coordinator.client import Coordinator
 from coordinator.embedded import EmbeddedRedis
 from coordinator.errors import CoordinatorError, InvalidInputError
@@ -202,7 +204,9 @@ def _run(
     else:
         events = read_audit(coordinator)
     report.audit_events = sum(len(e) for e in events.values())
+    checking = time.monotonic()
     report.anomalies += check_all(ops, events, options.lease_ttl, origin=started)
+    report.checks["checked in"] = f"{time.monotonic() - checking:.1f} s"
     zombies = [op for op in ops if op.zombie]
     if zombies:
         report.zombie_writes = {
@@ -397,7 +401,8 @@ def _drop_namespace(coordinator: Coordinator) -> None:
     """Delete the run's throwaway namespace (only its keys: they all carry its prefix)."""
     namespace = coordinator.settings.namespace
     raw = coordinator.redis()
-    with contextlib.suppress(CoordinatorError, Exception):
+    # Best effort: a failed clean-up must not hide the report (the keys are the run's own).
+    with contextlib.suppress(CoordinatorError, RedisError, RedisClusterException):
         for pattern in (f"{{{namespace}:*", f"{namespace}:*"):
             for key in list(raw.scan_iter(match=pattern, count=1000)):
                 raw.delete(key)
