@@ -375,7 +375,10 @@ class EventWorker:
             pipe = self._client.pipeline(transaction=False)
             for stream in self.streams:
                 pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, self.options.batch)
-            replies = [item for reply in await pipe.execute() for item in (reply or [])]
+            replies = []
+            for reply in await pipe.execute():
+                # A map per stream under RESP3 (redis-py's cluster client), else a list.
+                replies.extend(reply.items() if isinstance(reply, dict) else reply or [])
             if not replies and block:
                 await self._pause(min(block / 1000, 0.02))
         else:
