@@ -375,7 +375,7 @@ class EventWorker:
             pipe = self._client.pipeline(transaction=False)
             for stream in self.streams:
                 pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, self.options.batch)
-            replies = []
+            replies: list[Any] = []
             for reply in await pipe.execute():
                 # A map per stream under RESP3 (redis-py's cluster client), else a list.
                 replies.extend(reply.items() if isinstance(reply, dict) else reply or [])
