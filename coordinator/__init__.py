@@ -23,10 +23,12 @@ from coordinator.errors import (
     SessionAlreadyActive,
     SessionLeaseExpired,
     ShardCountMismatch,
+    SinkUnavailable,
     UnexpectedReply,
 )
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
 from coordinator.settings import Settings
+from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,7 @@ __all__ = [
     "EventType",
     "InvalidInputError",
     "Lease",
+    "NamespaceStats",
     "ReplicationTimeout",
     "RequestIdReusedError",
     "Session",
@@ -55,6 +58,9 @@ __all__ = [
     "SessionLeaseExpired",
     "Settings",
     "ShardCountMismatch",
+    "SinkUnavailable",
+    "StreamStats",
     "UnexpectedReply",
+    "WorkerLiveness",
     "__version__",
 ]

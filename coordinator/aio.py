@@ -57,6 +57,7 @@ from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
+from coordinator.stats import DEFAULT_LAG_SCAN_LIMIT, NamespaceStats, stats_plan
 
 T = TypeVar("T")
 
@@ -262,6 +263,17 @@ class AsyncCoordinator:
         plan = self._core.follow_events(agent_id, event_type, poll_interval)
         async for event in self._iterate(plan):
             yield event
+
+    async def stats(self, *, lag_scan_limit: int = DEFAULT_LAG_SCAN_LIMIT) -> NamespaceStats:
+        """A snapshot of the namespace: server, leases, streams, consumer-group lag,
+        pending entries, dead letters and live workers (see :mod:`coordinator.stats`).
+
+        Raises CoordinatorUnavailable, AccessDenied.
+        """
+        await self.redis()  # the plan depends on the topology found when connecting
+        keys, cluster = self._core.keys, bool(self.cluster)
+        plan = stats_plan(self.settings, keys, cluster=cluster, lag_scan_limit=lag_scan_limit)
+        return await self._drive(plan)
 
     async def server_time(self) -> datetime:
         """The Redis server's clock."""

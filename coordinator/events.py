@@ -69,28 +69,39 @@ def matches(fields: dict[str, Any], agent_id: str | None, event_type: str | None
 
 
 _EVENT_TYPES: Final = frozenset(t.value for t in EventType)
+_FIELD_LIST: Final = list(EVENT_FIELDS)
 
 
-def entry_row(namespace: str, shard: int, stream_id: str, fields: dict[str, Any]) -> EventRow:
+def entry_row(
+    namespace: str, shard: int, stream_id: str, fields: dict[str, Any] | list[Any]
+) -> EventRow:
     """The sink row of one stream entry, checked without building a model.
 
-    The worker persists tens of thousands of entries a second; this is the only
-    per-entry Python it runs. Raises ``KeyError``/``ValueError``/``TypeError`` for an
-    entry that is not a well-formed event (the worker dead-letters it).
+    ``fields`` is a dict or the flat field/value list of a raw reply. The worker
+    persists tens of thousands of entries a second; this is the only per-entry Python
+    it runs. Raises ``KeyError``/``ValueError``/``TypeError`` for an entry that is not
+    a well-formed event (the worker dead-letters it).
     """
-    ms, _, seq = stream_id.partition("-")
-    etype = fields["event_type"]
+    if type(fields) is list:
+        if fields[0::2] == _FIELD_LIST:  # as audit() writes them: read by position
+            values = fields[1::2]
+        else:
+            pairs = dict(zip(fields[0::2], fields[1::2], strict=True))
+            values = [pairs[name] for name in EVENT_FIELDS]
+    else:
+        values = [fields[name] for name in EVENT_FIELDS]  # type: ignore[call-overload]
+    (etype, agent, session, token, from_p, to_p, expected, actual, success, error,
+     metadata) = values  # fmt: skip
     if etype not in _EVENT_TYPES:
         raise ValueError(f"unknown event type {etype!r}")
-    agent = fields["agent_id"]
     if not agent:
         raise ValueError("empty agent_id")
-    success = fields["success"]
     if success != "1" and success != "0":
         raise ValueError(f"bad success flag {success!r}")
-    metadata = fields["metadata"] or None
+    metadata = metadata or None
     if metadata is not None and type(json.loads(metadata)) is not dict:
         raise ValueError("metadata is not a JSON object")
+    ms, _, seq = stream_id.partition("-")
     return (
         namespace,
         shard,
@@ -98,14 +109,14 @@ def entry_row(namespace: str, shard: int, stream_id: str, fields: dict[str, Any]
         int(ms),
         int(seq),
         agent,
-        fields["session_id"] or None,
+        session or None,
         etype,
-        fields["from_project"] or None,
-        fields["to_project"] or None,
-        _opt_int(fields["expected_version"]),
-        _opt_int(fields["actual_version"]),
+        from_p or None,
+        to_p or None,
+        _opt_int(expected),
+        _opt_int(actual),
         success == "1",
-        fields["error_message"] or None,
+        error or None,
         metadata,
-        _opt_int(fields["fencing_token"]),
+        _opt_int(token),
     )

@@ -37,14 +37,25 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from coordinator import constants as C
 from coordinator import validation
 from coordinator.aio import AsyncCoordinator
-from coordinator.errors import CoordinatorUnavailable, InvalidInputError, SinkUnavailable
+from coordinator.errors import (
+    AccessDenied,
+    CoordinatorUnavailable,
+    InvalidInputError,
+    SinkUnavailable,
+)
 from coordinator.events import entry_row
 from coordinator.metrics import MetricsServer, WorkerMetrics
 from coordinator.models import EventType
@@ -54,7 +65,9 @@ from coordinator.timestamps import stream_id_key
 
 log = logging.getLogger("coordinator.worker")
 
-#: Shard under which the worker stores the audit_anomaly events it raises.
+#: The worker stores an audit_anomaly event raised for an entry of shard ``s`` under
+#: shard ``ANOMALY_SHARD - s`` with the entry's stream id: unique, and raising it
+#: again is ignored by the sink.
 ANOMALY_SHARD: Final = -2
 #: Event types whose ``actual_version`` is the record's new version.
 _VERSIONED: Final = frozenset(
@@ -185,14 +198,18 @@ class RegressionWatch:
 
 
 def anomaly_row(row: EventRow, kind: str, description: str) -> EventRow:
-    """The audit_anomaly event raised for a regressing row (same stream identity,
-    under :data:`ANOMALY_SHARD`, so raising it again is ignored by the sink)."""
+    """The audit_anomaly event raised for a regressing row (see :data:`ANOMALY_SHARD`)."""
     meta = json.dumps({"kind": kind, "shard": row[1], "stream_id": row[2], "event": row[7]})
     return (
-        row[0], ANOMALY_SHARD, row[2], row[3], row[4], row[5], row[6],
+        row[0], ANOMALY_SHARD - row[1], row[2], row[3], row[4], row[5], row[6],
         EventType.AUDIT_ANOMALY.value, row[8], row[9], row[10], row[11], False,
         description, meta, row[15],
     )  # fmt: skip
+
+
+#: A stream entry as read: shard, entry id, fields (a dict, the flat field/value list
+#: of a raw reply, or None for an entry deleted while pending).
+Entry: TypeAlias = tuple[int, str, "dict[str, str] | list[str] | None"]
 
 
 class _Stopped(Exception):
@@ -241,6 +258,8 @@ class EventWorker:
         self._due = {"claim": 0.0, "reap": 0.0, "trim": 0.0, "live": 0.0}
         self._outage_logged: dict[str, float] = {}
         self.server: MetricsServer | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self._recovered = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -274,25 +293,32 @@ class EventWorker:
         return self.metrics
 
     async def _loop(self) -> None:
-        recovered = False
         while not self.stopping:
             self._last_loop = time.monotonic()
             try:
                 if self._client is None:
                     self._client = await self.coordinator.redis()
+                    # Entries as flat field/value lists: building a dict per entry
+                    # would cost a fifth of the worker's time (entry_row reads both).
+                    self._client.set_response_callback("XREADGROUP", _raw_reply)
                     await self._ensure_groups()
                     self._redis_up()
-                if not recovered:
+                if not self._recovered:
                     await self._recover_own_pending()
-                    recovered = True
+                    self._recovered = True
                 await self._housekeeping()
                 got = await self._read_new()
                 if not got and self.options.burst and await self._drained():
                     return
             except _Stopped:
                 return
+            except (NoPermissionError, AuthenticationError) as exc:
+                # Wrong credentials, or an ACL user without the worker's commands:
+                # retrying cannot help. Exit; the supervisor restarts the worker.
+                raise _access_denied(self.settings, exc) from None
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # Redis restarted without its data, or someone deleted the group:
                 # recreate it from the start (the sink ignores what it already has).
@@ -302,6 +328,11 @@ class EventWorker:
                 if isinstance(exc, SinkUnavailable):
                     raise
                 await self._redis_down(exc)
+        # Asked to stop: finish the batch in hand (persist and ack it).
+        try:
+            await self._settle()
+        except (_Stopped, CoordinatorUnavailable, RedisError, RedisClusterException, OSError):
+            log.warning("the last batch stays pending; it is persisted on the next start")
 
     async def _shutdown(self) -> None:
         if self.server is not None:
@@ -331,14 +362,20 @@ class EventWorker:
                     raise
 
     async def _read_new(self) -> bool:
-        """Read and handle one batch of new entries; False when there were none."""
-        block = None if self.options.burst else self.options.block_ms
+        """Read one batch of new entries and start persisting it; False when there
+        were none.
+
+        The batch read before is being persisted meanwhile (the sink works in a
+        thread): reading and decoding overlap with writing, and a batch is only
+        acknowledged once the sink committed it.
+        """
+        block = None if self.options.burst or self._inflight else self.options.block_ms
         if self.coordinator.cluster:
             # One command per stream (each on the node owning it): never CROSSSLOT.
             pipe = self._client.pipeline(transaction=False)
             for stream in self.streams:
                 pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, self.options.batch)
-            replies = [item for reply in await pipe.execute() for item in (reply or [])]
+            replies = [pair for reply in await pipe.execute() for pair in _stream_pairs(reply)]
             if not replies and block:
                 await self._pause(min(block / 1000, 0.02))
         else:
@@ -347,15 +384,21 @@ class EventWorker:
                 self.options.batch, block,
             )  # fmt: skip
         entries = self._entries(replies)
-        if entries:
-            await self._handle(entries)
+        prepared = self._prepare(entries) if entries else None
+        await self._settle()
+        if prepared is not None:
+            self._inflight = asyncio.ensure_future(self._complete(entries, *prepared))
         return bool(entries)
 
-    def _entries(self, replies: Any) -> list[tuple[int, str, dict[str, str] | None]]:
-        if isinstance(replies, dict):  # RESP3
-            replies = list(replies.items())
-        out: list[tuple[int, str, dict[str, str] | None]] = []
-        for stream, items in replies or ():
+    async def _settle(self) -> None:
+        """Wait for the batch being persisted (and acknowledged), if any."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
+
+    def _entries(self, replies: Any) -> list[Entry]:
+        out: list[Entry] = []
+        for stream, items in _stream_pairs(replies):
             shard = self.streams[stream]
             out.extend((shard, entry_id, fields) for entry_id, fields in items)
         return out
@@ -391,9 +434,7 @@ class EventWorker:
                 if start in ("0-0", "0"):
                     break
 
-    async def _handle_redelivered(
-        self, shard: int, entries: list[tuple[int, str, dict[str, str] | None]]
-    ) -> None:
+    async def _handle_redelivered(self, shard: int, entries: list[Entry]) -> None:
         """Dead-letter entries delivered too often; handle the rest as usual."""
         ids = [eid for _, eid, _ in entries]
         low, high = min(ids, key=stream_id_key), max(ids, key=stream_id_key)
@@ -413,11 +454,15 @@ class EventWorker:
 
     # --- persisting ----------------------------------------------------------------
 
-    async def _handle(self, entries: list[tuple[int, str, dict[str, str] | None]]) -> None:
-        started = time.perf_counter()
+    async def _handle(self, entries: list[Entry]) -> None:
+        await self._settle()
+        await self._complete(entries, *self._prepare(entries))
+
+    def _prepare(self, entries: list[Entry]) -> tuple[list[EventRow], list[tuple[Entry, str]]]:
+        """Decode a batch into sink rows, setting aside entries that cannot be."""
         self.metrics.read += len(entries)
         rows: list[EventRow] = []
-        bad: list[tuple[tuple[int, str, dict[str, str] | None], str]] = []
+        bad: list[tuple[Entry, str]] = []
         ns = self.namespace
         for entry in entries:
             shard, entry_id, fields = entry
@@ -428,6 +473,13 @@ class EventWorker:
                 rows.append(entry_row(ns, shard, entry_id, fields))
             except (KeyError, ValueError, TypeError) as exc:
                 bad.append((entry, f"undecodable: {type(exc).__name__}: {exc}"))
+        return rows, bad
+
+    async def _complete(
+        self, entries: list[Entry], rows: list[EventRow], bad: list[tuple[Entry, str]]
+    ) -> None:
+        """Persist, dead-letter what must be, acknowledge; then metrics and the watch."""
+        started = time.perf_counter()
         refused = await self._persist(rows)
         if refused:
             by_id = {(e[0], e[1]): e for e in entries}
@@ -476,7 +528,7 @@ class EventWorker:
 
     async def _ack(
         self,
-        entries: Sequence[tuple[int, str, dict[str, str] | None]],
+        entries: Sequence[Entry],
         exclude: set[tuple[int, str]],
     ) -> None:
         by_shard: dict[int, list[str]] = {}
@@ -490,10 +542,10 @@ class EventWorker:
             pipe.xack(self.keys.stream(shard), self.group, *ids)
         await pipe.execute()
 
-    async def _dead_letter(
-        self, entry: tuple[int, str, dict[str, str] | None], reason: str
-    ) -> None:
+    async def _dead_letter(self, entry: Entry, reason: str) -> None:
         shard, entry_id, fields = entry
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
         op = self.coordinator._core.dead_letter(
             shard, self.group, entry_id, self.consumer, reason, fields
         )
@@ -588,6 +640,7 @@ class EventWorker:
 
     async def _drained(self) -> bool:
         """Burst mode: nothing new, nothing pending anywhere in the group."""
+        await self._settle()
         await self._claim_everything()
         pipe = self._client.pipeline(transaction=False)
         for stream in self.streams:
@@ -624,6 +677,10 @@ class EventWorker:
         self.metrics.redis_errors += 1
         self._redis_ok = False
         self._log_outage("redis", exc)
+        # The batch in hand stays pending; it is re-read (as our own) after reconnecting.
+        with suppress(Exception):
+            await self._settle()
+        self._recovered = False
         # Drop the connection: a restarted server may have lost the group and scripts.
         self._client = None
         await self.coordinator.aclose()
@@ -648,6 +705,20 @@ class EventWorker:
     def _log_recovered(self, what: str) -> None:
         if self._outage_logged.pop(what, None) is not None:
             log.info("%s available again; resuming", what)
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
+    """``(stream, entries)`` pairs of an XREADGROUP reply in any of the shapes redis-py
+    hands back: a list of pairs (RESP2), a dict (RESP3, and the cluster client)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(pair[0], pair[1]) for pair in reply]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -690,18 +761,31 @@ async def run_worker(
 async def worker_alive(settings: Settings, consumer: str | None = None) -> list[dict[str, Any]]:
     """Liveness records of the namespace's running workers (or of one consumer)."""
     async with AsyncCoordinator(settings) as coordinator:
-        client = await coordinator.redis()
-        if consumer is not None:
-            keys = [coordinator.keys.worker(validation.worker_name("consumer", consumer))]
-        else:
-            pattern = coordinator.keys.worker("*")
-            keys = [key async for key in client.scan_iter(match=pattern, count=500)]
-        found = []
-        for key in keys:
-            value = await client.get(key)
-            if value:
-                try:
-                    found.append(json.loads(value))
-                except ValueError:
-                    found.append({"key": key})
-        return found
+        try:
+            client = await coordinator.redis()
+            if consumer is not None:
+                keys = [coordinator.keys.worker(validation.worker_name("consumer", consumer))]
+            else:
+                # SCAN: the worker's ACL user may not have it (deploy/users.acl);
+                # name the consumer to check with GET alone.
+                pattern = coordinator.keys.worker("*")
+                keys = [key async for key in client.scan_iter(match=pattern, count=500)]
+            found = []
+            for key in keys:
+                value = await client.get(key)
+                if value:
+                    try:
+                        found.append(json.loads(value))
+                    except ValueError:
+                        found.append({"key": key})
+            return found
+        except (NoPermissionError, AuthenticationError) as exc:
+            raise _access_denied(settings, exc) from None
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise CoordinatorUnavailable(
+                f"Redis at {settings.safe_redis_url} is unavailable: {_one_line(exc)}"
+            ) from None
+
+
+def _access_denied(settings: Settings, exc: BaseException) -> AccessDenied:
+    return AccessDenied(f"Redis at {settings.safe_redis_url} refused access: {_one_line(exc)}")

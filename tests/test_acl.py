@@ -276,9 +276,11 @@ def test_worker_role_is_refused_the_rest(
         ("FLUSHALL",),
         ("KEYS", "*"),
         ("CONFIG", "SET", "maxmemory", "1"),
-        ("DEL", KEYS.lease("agent-1")),
+        ("SCAN", 0),
+        ("UNLINK", KEYS.lease("agent-1")),
         ("HINCRBY", KEYS.agent("agent-1"), "v", 1),
         ("SET", "other:worker:w1", "x"),
+        ("DEL", "other:worker:w1"),
         ("XADD", "{other:0}:dead", "*", "f", "v"),
     ):
         refused(w, *command)
@@ -321,8 +323,8 @@ def test_admin_role_is_refused_writes_it_does_not_need(
         ("XACK", stream, "coordinator", "0-1"),
         ("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">"),
         ("SET", "coord:worker:w1", "x"),
-        ("GET", "coord:meta"),
         ("HGETALL", "other:meta"),
+        ("GET", "other:worker:w1"),
     ):
         refused(a, *command)
 

@@ -268,3 +268,134 @@ def test_events_tail_follows_and_stops_on_ctrl_c(redis_url: str, coord: Any) -> 
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "Traceback" not in err
+
+
+# --- status ----------------------------------------------------------------------------
+
+STATUS_FIELDS = {
+    "namespace", "redis_url", "redis_version", "redis_mode", "redis_nodes", "replicas",
+    "server_time", "shards", "consumer_group", "active_leases", "expired_unreaped",
+    "stream_length", "lag", "lag_exact", "pending", "oldest_pending_age_seconds",
+    "dead_letters", "workers_alive", "workers", "streams",
+}  # fmt: skip
+STREAM_FIELDS = {
+    "shard", "stream", "length", "group", "consumers", "last_delivered_id", "lag", "lag_exact",
+    "pending", "oldest_pending_id", "oldest_pending_age_seconds", "oldest_pending_idle_seconds",
+    "dead_letters", "active_leases",
+}  # fmt: skip
+
+
+def test_status_without_a_worker_warns_but_succeeds(run: Any, coord: Any) -> None:
+    coord.start_session("agent-a")
+    result = ok(run("status"))
+    assert "no worker is alive" in result.stderr
+    assert "1 active" in result.stdout
+    assert "none alive" in result.stdout
+    data = json.loads(ok(run("status", "--json")).stdout)
+    assert set(data) == STATUS_FIELDS
+    assert all(set(s) == STREAM_FIELDS for s in data["streams"])
+    assert (data["active_leases"], data["workers_alive"], data["workers"]) == (1, 0, [])
+    assert data["namespace"] == "test"
+    assert data["redis_mode"] == "standalone"
+
+
+def test_status_with_pending_entries_dead_letters_and_a_worker(
+    run: Any, coord: Any, raw: redis.Redis
+) -> None:
+    s = coord.start_session("agent-a")
+    coord.set_current_project("agent-a", "p", s.session_id)
+    keys = coord._core.keys
+    shard = keys.shard_of("agent-a")
+    raw.xgroup_create(keys.stream(shard), "coordinator", id="0")
+    raw.xreadgroup("coordinator", "w1", {keys.stream(shard): ">"}, count=1)  # never acked
+    raw.xadd(keys.dead_letters(shard), {"entry": "poison"})
+    liveness = {"consumer": "w1", "pid": 99, "host": "box", "heartbeat_at": "2026-01-01T00:00:00Z"}
+    raw.set("test:worker:w1", json.dumps(liveness), ex=15)
+
+    result = ok(run("status"))
+    assert "no worker is alive" not in result.stderr
+    assert "1 dead-lettered event" in result.stderr
+    assert "1 alive: w1 (host box, pid 99" in result.stdout
+    assert "lag 1, 1 pending (oldest" in result.stdout
+    header, *rows = result.stdout.split("\n\n")[1].splitlines()
+    assert header.split()[:3] == ["SHARD", "LENGTH", "LAG"]
+    assert [row.split()[:4] for row in rows] == [[str(shard), "2", "1", "1"]]
+
+    data = json.loads(ok(run("status", "--json")).stdout)
+    assert (data["lag"], data["pending"], data["dead_letters"]) == (1, 1, 1)
+    assert data["workers"] == [{**liveness, "ttl_seconds": data["workers"][0]["ttl_seconds"]}]
+    stream = data["streams"][shard]
+    assert (stream["length"], stream["group"], stream["consumers"]) == (2, True, 1)
+    assert stream["oldest_pending_age_seconds"] >= 0
+    every = ok(run("status", "--all-shards")).stdout.split("\n\n")[1].splitlines()
+    assert len(every) == 17  # header and 16 shards
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"], ["status", "--json"], ["leases", "--json"], ["lease", "show", "a"],
+        ["project", "get", "a", "--json"], ["events", "--json"], ["reap"],
+        ["lease", "revoke", "a", "--reason", "r", "--yes"],
+        ["project", "set", "a", "p", "--session", "1-00112233aabbccdd@a"],
+    ],
+)  # fmt: skip
+def test_every_command_reports_unreachable_redis_in_one_line(command: list[str]) -> None:
+    url = "redis://ops:s3cret@127.0.0.1:1/0"
+    result = CliRunner().invoke(cli, ["--redis-url", url, *command])
+    message = failed(result, 1)
+    assert len(message.splitlines()) == 1
+    assert "127.0.0.1:1" in message
+    assert "s3cret" not in result.output
+
+
+# --- output contract -------------------------------------------------------------------
+
+LEASE_FIELDS = {
+    "agent_id", "session_id", "fencing_token", "started_at", "last_heartbeat", "expires_at",
+    "expires_in_seconds", "ttl_seconds", "project_name", "project_version", "metadata",
+}  # fmt: skip
+PROJECT_FIELDS = {
+    "agent_id", "project_name", "version", "session_id", "updated_by", "updated_at",
+    "fencing_token", "event_id",
+}  # fmt: skip
+EVENT_FIELDS = {
+    "agent_id", "session_id", "event_type", "from_project", "to_project", "expected_version",
+    "actual_version", "success", "error_message", "metadata", "created_at", "fencing_token",
+    "shard", "stream_id",
+}  # fmt: skip
+
+
+def test_json_field_names_are_the_documented_ones(run: Any, coord: Any) -> None:
+    s = coord.start_session("agent-a")
+    coord.set_current_project("agent-a", "p", s.session_id)
+    [lease] = json.loads(ok(run("leases", "--json")).stdout)
+    assert set(lease) == LEASE_FIELDS
+    assert set(json.loads(ok(run("lease", "show", "agent-a", "--json")).stdout)) == LEASE_FIELDS
+    assert set(json.loads(ok(run("project", "get", "agent-a", "--json")).stdout)) == PROJECT_FIELDS
+    written = run("project", "set", "agent-a", "q", "--session", s.session_id, "--json")
+    assert set(json.loads(ok(written).stdout)) == PROJECT_FIELDS
+    events = json.loads(ok(run("events", "--json")).stdout)
+    assert len(events) == 3
+    assert all(set(e) == EVENT_FIELDS for e in events)
+    assert set(json.loads(ok(run("reap", "--json")).stdout)) == {"reaped"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["leases", "--agent", " padded"], ["lease", "show", "x" * 200],
+        ["lease", "revoke", "bad\nagent", "--reason", "r", "--yes"],
+        ["lease", "revoke", "agent-a", "--reason", "", "--yes"],
+        ["project", "get", ""], ["project", "clear", "bad\tagent", "--session", "1-00@x"],
+        ["events", "--agent", "tab\tagent"], ["events", "tail", "--agent", "padded "],
+        ["project", "set", "agent-a", "p", "--session", "1-0011223344556677@agent-a",
+         "--expected-version", "9007199254740992"],
+        ["status", "--bogus"], ["leases", "--page-size", "0"],
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2_in_one_line(run: Any, command: list[str]) -> None:
+    result = run(*command)
+    message = failed(result, 2)
+    assert message.splitlines()[-1].startswith("Error:")
+    assert result.stdout == ""

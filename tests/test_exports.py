@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import coordinator
-from coordinator import errors, models
+from coordinator import errors, models, stats
 
 
 def test_all_is_sorted_and_resolves() -> None:
@@ -14,7 +14,7 @@ def test_all_is_sorted_and_resolves() -> None:
 
 
 def test_every_public_error_and_model_is_exported() -> None:
-    for module in (errors, models):
+    for module in (errors, models, stats):
         for name, value in vars(module).items():
             if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
                 continue

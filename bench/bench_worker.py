@@ -1,0 +1,219 @@
+"""Throughput, lag and memory of the event worker.
+
+    python bench/bench_worker.py                    # 200k events, SQLite and PostgreSQL
+    python bench/bench_worker.py --events 20000 --lag-seconds 3   # a short run
+    python bench/bench_worker.py --json docs/bench-results/worker.json
+
+Against a throwaway redis-server started here (the system Redis 7 if present):
+
+* the bare consumer rate: ``XREADGROUP`` (COUNT 1000 over the 16 shard streams) plus
+  ``XACK`` and nothing else, measured in the same run as the baseline;
+* one worker in burst mode persisting N events into SQLite, then PostgreSQL
+  (``--pg-url``), in events/s and as a ratio to the bare rate;
+* end-to-end lag (entry id time to persistence) at a steady producer rate
+  (default 5k events/s, through the coordinator's own ``set_current_project``);
+* Redis ``used_memory`` before the load, with N unconsumed events, and after the
+  worker caught up (the streams are trimmed back).
+
+Events are loaded with pipelined ``XADD`` in exactly the fields the Lua scripts write
+(loading 200k through the client would time the client, not the worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from coordinator import Coordinator, EmbeddedRedis, Settings
+from coordinator.embedded import system_binary
+from coordinator.keys import KeySpace
+from coordinator.sinks import sink_from_url
+from coordinator.worker import EventWorker, WorkerOptions
+
+NS = "bench"
+SHARDS = 16
+
+
+def load(r: redis.Redis, n: int) -> None:
+    keys = KeySpace(NS, SHARDS)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        agent = f"agent-{i % 1000}"
+        pipe.xadd(
+            keys.stream(keys.shard_of(agent)),
+            {
+                "event_type": "project_switched", "agent_id": agent,
+                "session_id": f"1-0123456789abcdef@{agent}", "fencing_token": "1",
+                "from_project": "alpha", "to_project": "beta", "expected_version": "",
+                "actual_version": str(i), "success": "1", "error_message": "",
+                "metadata": "",
+            },
+        )  # fmt: skip
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+def reset(r: redis.Redis) -> None:
+    r.flushall()
+    keys = KeySpace(NS, SHARDS)
+    for shard in range(SHARDS):
+        r.xgroup_create(keys.stream(shard), "coordinator", id="0", mkstream=True)
+
+
+def bare_rate(r: redis.Redis, n: int) -> float:
+    streams = dict.fromkeys(KeySpace(NS, SHARDS).streams(), ">")
+    got, start = 0, time.perf_counter()
+    while got < n:
+        reply = r.xreadgroup("coordinator", "bare", streams, 1000)
+        pipe = r.pipeline(transaction=False)
+        for stream, entries in reply:
+            got += len(entries)
+            pipe.xack(stream, "coordinator", *(e[0] for e in entries))
+        pipe.execute()
+    return n / (time.perf_counter() - start)
+
+
+def worker_rate(url: str, sink_url: str, n: int) -> dict[str, Any]:
+    with sink_from_url(sink_url) as sink:
+        sink.ping()  # schema created outside the timing
+        worker = EventWorker(
+            Settings.from_url(url, namespace=NS),
+            sink,
+            WorkerOptions(burst=True, reap_interval=0, consumer="bench"),
+        )
+        start = time.perf_counter()
+        metrics = asyncio.run(worker.run())
+        seconds = time.perf_counter() - start
+        assert metrics.persisted == n, metrics.summary()
+        assert sink.count(NS) == n
+    return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
+
+
+def lag(url: str, sink_url: str, rate: int, seconds: float) -> dict[str, Any]:
+    """Producer at ``rate`` writes/s through the client; the worker's exact lags."""
+    samples: list[float] = []
+    with sink_from_url(sink_url) as sink:
+        worker = EventWorker(
+            Settings.from_url(url, namespace=NS),
+            sink,
+            WorkerOptions(block_ms=1000, consumer="lag", reap_interval=0.5),
+        )
+        original = worker.metrics.observe_lags
+
+        def record(now_ms: int, created: Any) -> None:
+            created = list(created)
+            samples.extend((now_ms - ms) / 1000 for ms in created)
+            original(now_ms, created)
+
+        worker.metrics.observe_lags = record  # type: ignore[method-assign]
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),))
+        thread.start()
+        produced = 0
+        with Coordinator.from_url(url, namespace=NS) as client:
+            sessions = [client.start_session(f"lag-{i}") for i in range(100)]
+            start = time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                due = int(elapsed * rate)
+                while produced < due:
+                    s = sessions[produced % 100]
+                    client.set_current_project(s.agent_id, f"p{produced}", s.session_id)
+                    produced += 1
+                time.sleep(0.001)
+            achieved = produced / (time.perf_counter() - start)
+            deadline = time.monotonic() + 30
+            while sink.count(NS) < produced + 100 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        loop.call_soon_threadsafe(worker.request_stop)
+        thread.join()
+        loop.close()
+    samples.sort()
+    return {
+        "target_rate": rate,
+        "achieved_rate": round(achieved),
+        "events": len(samples),
+        "p50_ms": round(1000 * samples[len(samples) // 2], 1),
+        "p99_ms": round(1000 * samples[int(len(samples) * 0.99)], 1),
+        "max_ms": round(1000 * samples[-1], 1),
+        "mean_ms": round(1000 * statistics.fmean(samples), 1),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--lag-rate", type=int, default=5000)
+    parser.add_argument("--lag-seconds", type=float, default=20)
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    n = opts.events
+    report: dict[str, Any] = {"events": n}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(
+            Path(tmp) / "redis", binary=system_binary(), port=0, appendonly=False
+        ) as server,
+    ):
+        r = server.client(decode_responses=True)
+        report["redis"] = r.info("server")["redis_version"]
+        reset(r)
+        memory = {"baseline": r.info("memory")["used_memory"]}
+        load(r, n)
+        memory["loaded"] = r.info("memory")["used_memory"]
+        report["bare_xreadgroup_xack_per_s"] = round(bare_rate(r, n))
+
+        sinks = {"sqlite": f"sqlite:///{Path(tmp) / 'events.db'}"}
+        if opts.pg_url:
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            import psycopg
+
+            with psycopg.connect(opts.pg_url, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            sinks["postgres"] = f"{opts.pg_url}?options=-csearch_path%3D{schema}"
+        try:
+            for name, url in sinks.items():
+                reset(r)
+                load(r, n)
+                result = worker_rate(server.url, url, n)
+                result["ratio_to_bare"] = round(
+                    result["events_per_s"] / report["bare_xreadgroup_xack_per_s"], 2
+                )
+                report[f"worker_{name}"] = result
+                if name == "sqlite":
+                    memory["after_worker"] = r.info("memory")["used_memory"]
+                    memory["stream_entries_left"] = sum(
+                        r.xlen(s) for s in KeySpace(NS, SHARDS).streams()
+                    )
+            reset(r)
+            report["lag"] = lag(
+                server.url, f"sqlite:///{Path(tmp) / 'lag.db'}", opts.lag_rate, opts.lag_seconds
+            )
+        finally:
+            if opts.pg_url:
+                with psycopg.connect(opts.pg_url, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        memory["bytes_per_in_flight_event"] = round((memory["loaded"] - memory["baseline"]) / n)
+        report["memory"] = memory
+        r.close()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if opts.json:
+        opts.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,140 @@
+"""``coordinator status``: Redis, leases, streams, consumer-group lag and workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.output import duration, emit_json, emit_table
+from coordinator.stats import NamespaceStats, StreamStats
+
+STREAM_HEADERS = (
+    "SHARD", "LENGTH", "LAG", "PENDING", "OLDEST PENDING", "DEAD", "CONSUMERS", "LEASES",
+)  # fmt: skip
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--all-shards", is_flag=True, help="List every shard, not only those with something in them."
+)
+@click.pass_obj
+@handles_errors
+def status_command(state: CliState, as_json: bool, all_shards: bool) -> None:
+    """Redis version and mode, leases, per-shard stream length, consumer-group lag,
+    pending entries, oldest pending age, dead letters and live workers.
+
+    Warns on stderr (exit status still 0) when no worker is alive or entries were
+    dead-lettered.
+    """
+    stats = state.client().stats()
+    if as_json:
+        emit_json(stats.to_json())
+    else:
+        _print(stats, all_shards)
+    if not stats.workers:
+        click.echo(
+            "warning: no worker is alive, so events are not being persisted "
+            "(start `coordinator worker`, or `coordinator up` locally)",
+            err=True,
+        )
+    if stats.dead_letters:
+        click.echo(
+            f"warning: {stats.dead_letters} dead-lettered event(s) in {{ns:shard}}:dead streams",
+            err=True,
+        )
+
+
+def _print(stats: NamespaceStats, all_shards: bool) -> None:
+    replicas = "" if stats.replicas is None else f", {stats.replicas} replica(s)"
+    nodes = f", {stats.redis_nodes} primaries" if stats.redis_mode == "cluster" else ""
+    oldest = stats.oldest_pending_age
+    lag = f"{stats.lag}{'' if stats.lag_exact else '+'}"
+    rows = [
+        (
+            "redis",
+            f"{stats.redis_url} ({stats.redis_version}, {stats.redis_mode}{nodes}{replicas})",
+        ),
+        ("namespace", f"{stats.namespace} ({stats.shards} shards)"),
+        (
+            "leases",
+            f"{stats.active_leases} active, {stats.expired_unreaped} expired awaiting the reaper",
+        ),
+        (
+            "events",
+            f"{stats.stream_length} in streams, lag {lag}, {stats.pending} pending"
+            + ("" if oldest is None else f" (oldest {duration(oldest)})")
+            + f", {stats.dead_letters} dead letters",
+        ),
+        ("workers", _workers(stats)),
+    ]
+    emit_table([list(r) for r in rows], ("FIELD", "VALUE"), header=False)
+    shown = [s for s in stats.streams if all_shards or _busy(s)]
+    click.echo()
+    if not shown:
+        click.echo(f"consumer group {stats.consumer_group!r}: every shard stream is empty")
+        return
+    emit_table([_stream_row(s) for s in shown], STREAM_HEADERS)
+    hidden = len(stats.streams) - len(shown)
+    if hidden:
+        click.echo(f"({hidden} empty shard(s) not shown; --all-shards lists them)", err=True)
+
+
+def _busy(stream: StreamStats) -> bool:
+    return bool(stream.length or stream.pending or stream.dead_letters or stream.active_leases)
+
+
+def _stream_row(s: StreamStats) -> list[str]:
+    lag = "no group" if s.lag is None else f"{s.lag}{'' if s.lag_exact else '+'}"
+    oldest = "-" if s.oldest_pending_age is None else duration(s.oldest_pending_age)
+    return [
+        str(s.shard),
+        str(s.length),
+        lag,
+        str(s.pending),
+        oldest,
+        str(s.dead_letters),
+        str(s.consumers),
+        str(s.active_leases),
+    ]
+
+
+def _workers(stats: NamespaceStats) -> str:
+    if not stats.workers:
+        return "none alive"
+    parts = []
+    for worker in stats.workers:
+        info = worker.info
+        where = ", ".join(
+            f"{label} {info[key]}"
+            for key, label in (("host", "host"), ("pid", "pid"))
+            if key in info
+        )
+        age = _age(info.get("heartbeat_at"), stats.server_time)
+        if age is not None:
+            where += (", " if where else "") + f"heartbeat {duration(age)} ago"
+        parts.append(worker.consumer + (f" ({where})" if where else ""))
+    return f"{len(stats.workers)} alive: " + "; ".join(parts)
+
+
+def _age(value: Any, now: datetime) -> float | None:
+    """Seconds since a liveness timestamp: epoch seconds or milliseconds, or ISO 8601."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 1e11 else float(value)
+        return max(0.0, now.timestamp() - seconds)
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - when).total_seconds())
+
+
+def register(group: click.Group) -> None:
+    group.add_command(status_command)

@@ -1,0 +1,146 @@
+"""``Coordinator.stats()``: the namespace snapshot behind ``coordinator status`` (both
+shells, Redis 6.2 and 7, single node and cluster)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from coordinator.constants import DEFAULT_CONSUMER_GROUP as GROUP
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+def _simulate_worker(client: Any, raw: redis.Redis, agent: str, consumer: str = "w1") -> str:
+    """Create the worker's group on the agent's stream, read one entry without acking
+    it (a worker that crashed mid-batch) and register a liveness key."""
+    stream = client._core.keys.stream(client._core.keys.shard_of(agent))
+    raw.xgroup_create(stream, GROUP, id="0")
+    raw.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
+    liveness = {"consumer": consumer, "pid": 4242, "host": "box", "heartbeat_at": "x"}
+    raw.set(f"test:worker:{consumer}", json.dumps(liveness), ex=15)
+    return stream
+
+
+def test_stats_of_a_busy_namespace(client: Any, raw: redis.Redis) -> None:
+    s = client.start_session("agent-a")
+    client.set_current_project("agent-a", "p1", s.session_id)
+    client.set_current_project("agent-a", "p2", s.session_id)
+    client.start_session("agent-b")
+    client.start_session("short", ttl=0.05)
+    wait_until(lambda: len(client.list_leases()) == 2, timeout=5)
+    stream = _simulate_worker(client, raw, "agent-a")
+    shard = client._core.keys.shard_of("agent-a")
+    first_id = raw.xrange(stream, count=1)[0][0]
+    dead = client._core.keys.dead_letters(shard)
+    raw.xadd(dead, {"entry": "poison"})
+    raw.xadd(dead, {"entry": "poison"})
+
+    stats = client.stats()
+    assert stats.namespace == "test"
+    assert stats.shards == 16
+    assert stats.redis_version[0] in "67"
+    assert stats.redis_mode in ("standalone", "cluster")
+    assert stats.redis_nodes == (3 if stats.redis_mode == "cluster" else 1)
+    assert (stats.active_leases, stats.expired_unreaped) == (2, 1)
+    by_shard = {st.shard: st for st in stats.streams}
+    mine = by_shard[shard]
+    assert mine.length == 3  # session_started, project_set, project_switched
+    assert mine.group
+    assert mine.consumers == 1
+    assert mine.last_delivered_id == first_id
+    assert (mine.lag, mine.lag_exact) == (2, True)
+    assert mine.pending == 1
+    assert mine.oldest_pending_id == first_id
+    assert mine.oldest_pending_age is not None
+    assert 0 <= mine.oldest_pending_age < 60
+    assert mine.oldest_pending_idle is not None
+    assert 0 <= mine.oldest_pending_idle < 60
+    assert mine.dead_letters == 2
+    others = [st for st in stats.streams if st.shard != shard]
+    assert all(not st.group and st.lag is None and st.pending == 0 for st in others)
+    assert stats.stream_length == 5
+    assert (stats.lag, stats.pending, stats.dead_letters) == (2, 1, 2)
+    [worker] = stats.workers
+    assert worker.consumer == "w1"
+    assert worker.info["pid"] == 4242
+    assert worker.ttl is not None
+    assert 0 < worker.ttl <= 15
+
+    data = stats.to_json()
+    json.dumps(data)  # plain JSON types only
+    assert data["workers_alive"] == 1
+    assert data["workers"][0]["consumer"] == "w1"
+    assert data["streams"][shard]["oldest_pending_age_seconds"] == mine.oldest_pending_age
+
+
+def test_lag_beyond_the_scan_limit_is_a_lower_bound_on_redis_6(
+    client: Any, raw: redis.Redis
+) -> None:
+    s = client.start_session("agent-a")
+    for i in range(5):
+        client.set_current_project("agent-a", f"p{i}", s.session_id)
+    _simulate_worker(client, raw, "agent-a")  # 6 entries, 1 delivered
+    shard = client._core.keys.shard_of("agent-a")
+    exact = client.stats().streams[shard]
+    assert (exact.lag, exact.lag_exact) == (5, True)
+    bounded = client.stats(lag_scan_limit=2).streams[shard]
+    if bounded.lag_exact:  # Redis 7 reports the lag itself
+        assert client.stats().redis_version.startswith("7")
+        assert bounded.lag == 5
+    else:  # Redis 6.2: counted up to the limit
+        assert client.stats().redis_version.startswith("6")
+        assert bounded.lag == 2
+
+
+def test_lag_after_deletions_is_counted(client: Any, raw: redis.Redis) -> None:
+    s = client.start_session("agent-a")
+    for i in range(3):
+        client.set_current_project("agent-a", f"p{i}", s.session_id)
+    stream = _simulate_worker(client, raw, "agent-a")  # 4 entries, 1 delivered
+    # A deleted undelivered entry: Redis 7 stops reporting the lag, so it is counted.
+    raw.xdel(stream, raw.xrange(stream)[2][0])
+    shard = client._core.keys.shard_of("agent-a")
+    stats = client.stats().streams[shard]
+    assert (stats.lag, stats.lag_exact, stats.length) == (2, True, 3)
+    # Everything delivered and acknowledged: nothing lags, nothing is pending.
+    delivered = raw.xreadgroup(GROUP, "w1", {stream: ">"})
+    raw.xack(stream, GROUP, raw.xrange(stream, count=1)[0][0])
+    raw.xack(stream, GROUP, *[entry_id for entry_id, _ in delivered[0][1]])
+    caught_up = client.stats().streams[shard]
+    assert (caught_up.lag, caught_up.pending, caught_up.oldest_pending_id) == (0, 0, None)
+
+
+def test_empty_namespace(client: Any) -> None:
+    stats = client.stats()
+    assert (stats.active_leases, stats.stream_length, stats.lag, stats.pending) == (0, 0, 0, 0)
+    assert stats.workers == ()
+    assert all(not st.group for st in stats.streams)
+    assert stats.oldest_pending_age is None
+
+
+def test_only_consumers_of_the_group_are_looked_up(client: Any, raw: redis.Redis) -> None:
+    # A key without a consumer is not found: finding it would take a SCAN over every
+    # namespace's key names.
+    raw.set("test:worker:starting", json.dumps({"consumer": "starting", "pid": 1}), ex=15)
+    raw.set("other:worker:elsewhere", json.dumps({"consumer": "elsewhere"}), ex=15)
+    assert client.stats().workers == ()
+
+
+@pytest.mark.single_node
+def test_stats_through_sentinel(redis_server: Any, tmp_path: Any, make_coordinator: Any) -> None:
+    from coordinator.embedded_sentinel import EmbeddedSentinel
+
+    with EmbeddedSentinel(tmp_path / "s", binary=redis_server.binary) as group:
+        client = make_coordinator(group.url)
+        client.start_session("agent-1")
+        stats = client.stats()
+        assert stats.redis_mode == "sentinel"
+        assert stats.replicas is not None
+        assert stats.replicas >= 1
+        assert stats.active_leases == 1
+        assert "sentinel" in stats.to_json()["redis_url"]

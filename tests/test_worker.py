@@ -1,0 +1,432 @@
+"""The event worker on real Redis (6.2 and 7) with real SQLite and PostgreSQL sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from coordinator import Coordinator, EmbeddedRedis, EventType, InvalidInputError, Settings
+from coordinator.cli.main import cli
+from coordinator.keys import KeySpace
+from coordinator.sinks import Sink, sink_from_url
+from coordinator.worker import ANOMALY_SHARD, EventWorker, WorkerOptions
+from tests.conftest import stream_entries, wait_until
+
+NS = "test"
+
+
+class Running:
+    """An EventWorker running on its own event loop in a thread."""
+
+    def __init__(self, worker: EventWorker) -> None:
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_until_complete(self.worker.run())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self, timeout: float = 30) -> None:
+        self.loop.call_soon_threadsafe(self.worker.request_stop)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        self.loop.close()
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def sink(sink_url: str) -> Iterator[Sink]:
+    with sink_from_url(sink_url) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_sink(tmp_path: Path) -> Iterator[Sink]:
+    with sink_from_url(f"sqlite:///{tmp_path / 'events.db'}") as s:
+        yield s
+
+
+@pytest.fixture
+def make_worker(redis_url: str) -> Callable[..., EventWorker]:
+    def make(sink: Sink, **options: Any) -> EventWorker:
+        settings = Settings.from_url(redis_url, namespace=NS)
+        return EventWorker(settings, sink, WorkerOptions(**options))
+
+    return make
+
+
+def burst(make_worker: Callable[..., EventWorker], sink: Sink, **options: Any) -> Any:
+    return asyncio.run(make_worker(sink, burst=True, **options).run())
+
+
+def activity(client: Coordinator, agents: int = 20, switches: int = 3, prefix: str = "a") -> int:
+    """Sessions and project switches of new agents on several shards; returns the
+    events emitted."""
+    for i in range(agents):
+        agent = f"{prefix}-agent-{i}"
+        session = client.start_session(agent)
+        for v in range(switches):
+            client.set_current_project(agent, f"p{v}", session.session_id)
+    return agents * (1 + switches)
+
+
+def persisted_ids(sink: Sink) -> list[tuple[int, str]]:
+    return sorted((e.shard, e.stream_id) for e in sink.events(NS) if e.shard >= 0)
+
+
+def stream_ids(raw: redis.Redis) -> list[tuple[int, str]]:
+    keys = KeySpace(NS, 16)
+    found = []
+    for shard in range(16):
+        found += [(shard, entry_id) for entry_id, _ in raw.xrange(keys.stream(shard))]
+    return sorted(found)
+
+
+def group_pending(raw: redis.Redis) -> int:
+    keys = KeySpace(NS, 16)
+    total = 0
+    for shard in range(16):
+        if raw.exists(keys.stream(shard)):
+            total += int(raw.xpending(keys.stream(shard), "coordinator")["pending"])
+    return total
+
+
+def test_burst_persists_every_event_once_and_trims(
+    redis_url: str, raw: redis.Redis, sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    emitted = activity(client)
+    before = stream_ids(raw)
+    assert len(before) == emitted
+    metrics = burst(make_worker, sink)
+    assert persisted_ids(sink) == before
+    assert metrics.persisted == emitted
+    assert metrics.duplicates == 0
+    assert group_pending(raw) == 0
+    assert stream_ids(raw) == []  # everything persisted was trimmed
+    # A second run finds nothing and stores nothing twice.
+    again = burst(make_worker, sink)
+    assert again.read == 0
+    assert sink.count(NS) == emitted
+    client.close()
+
+
+def test_get_agent_events_merges_sink_and_unpersisted_tail(
+    redis_url: str, raw: redis.Redis, sink_url: str, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS, sink_url=sink_url)
+    session = client.start_session("agent-1")
+    client.set_current_project("agent-1", "a", session.session_id)
+    with sink_from_url(sink_url) as sink:
+        burst(make_worker, sink)
+    assert stream_ids(raw) == []  # persisted and trimmed: only the sink has them
+    client.set_current_project("agent-1", "b", session.session_id)  # only in the stream
+    events = client.get_agent_events("agent-1", limit=10)
+    assert [e.event_type for e in events] == [
+        EventType.PROJECT_SWITCHED, EventType.PROJECT_SET, EventType.SESSION_STARTED,
+    ]  # fmt: skip
+    # Persisted but not yet trimmed entries are in both places: still listed once.
+    raw.xadd(KeySpace(NS, 16).stream(1), {"x": "1"})  # not for agent-1, ignored
+    with sink_from_url(sink_url) as sink:
+        sink.write_events(NS, events[:1])
+    assert client.get_agent_events("agent-1", limit=10) == events
+    assert client.get_agent_events("agent-1", limit=2) == events[:2]
+    client.close()
+
+
+def test_poison_and_refused_entries_go_to_dead_letters(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    emitted = activity(client, agents=5, switches=1)
+    keys = KeySpace(NS, 16)
+    stream = keys.stream(3)
+    poison = raw.xadd(stream, {"garbage": "yes"})
+    good = dict(stream_entries(raw, NS)[0][1])
+    # Decodes, but SQLite cannot store a 70-bit integer: found by splitting the batch.
+    refused = raw.xadd(stream, {**good, "actual_version": str(2**70)})
+    metrics = burst(make_worker, sqlite_sink)
+    assert sqlite_sink.count(NS) == emitted
+    assert metrics.dead_lettered == 2
+    assert metrics.failed == 1
+    dead = raw.xrange(keys.dead_letters(3))
+    assert [d[1]["source_id"] for d in dead] == [poison, refused]
+    assert dead[0][1]["field:garbage"] == "yes"
+    assert "undecodable" in dead[0][1]["reason"]
+    assert "refused" in dead[1][1]["reason"]
+    assert group_pending(raw) == 0
+    client.close()
+
+
+def test_entries_of_a_dead_consumer_are_claimed_or_dead_lettered(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    session = client.start_session("agent-1")
+    keys = KeySpace(NS, 16)
+    stream = keys.stream(keys.shard_of("agent-1"))
+    raw.xgroup_create(stream, "coordinator", id="0")
+    # A consumer that read the entry and died before acking it...
+    assert raw.xreadgroup("coordinator", "dead-one", {stream: ">"})
+    client.set_current_project("agent-1", "p", session.session_id)
+    # ...and an entry that has already been delivered too often (it crashes workers).
+    raw.xreadgroup("coordinator", "dead-two", {stream: ">"})
+    for _ in range(5):
+        raw.xclaim(stream, "coordinator", "dead-two", 0, [stream_entries(raw, NS)[1][0]])
+    metrics = burst(make_worker, sqlite_sink, claim_idle_ms=1, max_deliveries=3)
+    assert metrics.reclaimed == 2
+    assert [e.event_type for e in sqlite_sink.query(NS)] == [EventType.SESSION_STARTED]
+    assert metrics.dead_lettered == 1
+    assert "delivered" in raw.xrange(keys.dead_letters(keys.shard_of("agent-1")))[0][1]["reason"]
+    assert group_pending(raw) == 0
+    client.close()
+
+
+def test_trimming_never_drops_unacknowledged_entries(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    session = client.start_session("agent-1")
+    keys = KeySpace(NS, 16)
+    stream = keys.stream(keys.shard_of("agent-1"))
+    raw.xgroup_create(stream, "coordinator", id="0")
+    held = raw.xreadgroup("coordinator", "slow-peer", {stream: ">"})[0][1][0][0]  # in flight
+    for v in range(5):
+        client.set_current_project("agent-1", f"p{v}", session.session_id)
+    worker = make_worker(sqlite_sink, trim_interval=0.05, claim_idle_ms=600_000)
+    running = Running(worker)
+    try:
+        wait_until(lambda: sqlite_sink.count(NS) == 5)
+        wait_until(lambda: worker.metrics.pending == 1 and worker.metrics.stream_length == 6)
+        # The peer's entry is unacknowledged: it and everything after it stay.
+        assert raw.xrange(stream)[0][0] == held
+        raw.xack(stream, "coordinator", held)
+        wait_until(lambda: raw.xlen(stream) == 0)
+    finally:
+        running.stop()
+    assert sqlite_sink.count(NS) == 5  # the peer's entry was its to persist
+    client.close()
+
+
+def test_two_workers_share_the_load_without_duplicates(
+    redis_url: str, raw: redis.Redis, sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    workers = [make_worker(sink, consumer=f"w{i}", batch=20, block_ms=50) for i in range(2)]
+    running = [Running(w) for w in workers]
+    try:
+        emitted = activity(client, agents=100, switches=4)
+        wait_until(lambda: sink.count(NS) == emitted, timeout=30)
+    finally:
+        for r in running:
+            r.stop()
+    assert all(w.metrics.persisted > 0 for w in workers)
+    assert sum(w.metrics.persisted for w in workers) == emitted
+    assert len(persisted_ids(sink)) == emitted
+    client.close()
+
+
+def test_reaper_turns_an_expired_lease_into_an_event(
+    redis_url: str, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    running = Running(make_worker(sqlite_sink, reap_interval=0.1, block_ms=50))
+    try:
+        client.start_session("short-lived", ttl=0.3)
+        wait_until(lambda: sqlite_sink.count(NS, event_type="session_expired") == 1, timeout=10)
+    finally:
+        running.stop()
+    assert client.list_leases() == []
+    client.close()
+
+
+def test_sink_outage_pauses_and_resumes(
+    redis_url: str, raw: redis.Redis, tmp_path: Path, make_worker: Callable[..., EventWorker]
+) -> None:
+    path = tmp_path / "events.db"
+    sink = sink_from_url(f"sqlite:///{path}")
+    sink.ping()  # create the file and schema
+    sink.busy_timeout = 0.05  # type: ignore[attr-defined]
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the database is unavailable for writing
+    worker = make_worker(sink, block_ms=50, retry_cap=0.2)
+    running = Running(worker)
+    try:
+        emitted = activity(client, agents=5, switches=1)
+        wait_until(lambda: worker.metrics.sink_errors >= 3)
+        assert not worker.ready()
+        assert group_pending(raw) == emitted
+        blocker.execute("COMMIT")
+        wait_until(lambda: sink.count(NS) == emitted)
+        wait_until(worker.ready)
+    finally:
+        blocker.close()
+        running.stop()
+    assert group_pending(raw) == 0
+    sink.close()
+    client.close()
+
+
+def test_redis_restart_and_a_lost_group_are_survived(
+    redis_server: Any, tmp_path: Path, sqlite_sink: Sink
+) -> None:
+    if not isinstance(redis_server, EmbeddedRedis):
+        pytest.skip("restarts a single server")
+    with EmbeddedRedis(tmp_path / "redis", binary=redis_server.binary, port=0) as server:
+        settings = Settings.from_url(server.url, namespace=NS)
+        worker = EventWorker(settings, sqlite_sink, WorkerOptions(block_ms=50, retry_cap=0.2))
+        running = Running(worker)
+        client = Coordinator(settings)
+        try:
+            first = activity(client, agents=5, switches=1)
+            wait_until(lambda: sqlite_sink.count(NS) == first)
+            server.restart()  # append-only file: data and group come back
+            second = activity(client, agents=5, switches=2, prefix="b")
+            wait_until(lambda: sqlite_sink.count(NS) == first + second, timeout=30)
+            with server.client(decode_responses=True) as r:
+                r.flushall()  # the group (and everything) is gone
+            client.close()
+            client = Coordinator(settings)
+            third = activity(client, agents=3, switches=0, prefix="b")
+            wait_until(lambda: len(persisted_ids(sqlite_sink)) == first + second + third)
+            assert worker.metrics.redis_errors >= 1
+            # Losing the data restarted b-agents' fencing tokens: the watch says so.
+            wait_until(lambda: sqlite_sink.count(NS, event_type="audit_anomaly") == 3)
+        finally:
+            running.stop()
+            client.close()
+
+
+def test_regressions_in_the_persisted_audit_raise_anomalies(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    session = client.start_session("agent-1")
+    worker = make_worker(sqlite_sink, block_ms=50)
+    running = Running(worker)
+    try:
+        for v in range(3):
+            client.set_current_project("agent-1", f"p{v}", session.session_id)
+        wait_until(lambda: sqlite_sink.count(NS) == 4)
+        # As after a failover that lost the last write: version 3 is accepted again,
+        # and a session starts with a fencing token already used.
+        stream = KeySpace(NS, 16).stream(KeySpace(NS, 16).shard_of("agent-1"))
+        fields = {
+            "event_type": "project_switched", "agent_id": "agent-1",
+            "session_id": session.session_id, "fencing_token": "1", "from_project": "p1",
+            "to_project": "again", "expected_version": "", "actual_version": "3",
+            "success": "1", "error_message": "", "metadata": "",
+        }  # fmt: skip
+        raw.xadd(stream, fields)
+        raw.xadd(stream, {**fields, "event_type": "session_started", "actual_version": ""})
+        wait_until(lambda: sqlite_sink.count(NS, event_type="audit_anomaly") == 2)
+    finally:
+        running.stop()
+    assert worker.metrics.anomalies == 2
+    found = sqlite_sink.query(NS, event_type="audit_anomaly")
+    shard = KeySpace(NS, 16).shard_of("agent-1")
+    assert {a.shard for a in found} == {ANOMALY_SHARD - shard}
+    assert sorted(a.error_message or "" for a in found) == [
+        "fencing token 1 after 1", "version 3 after 3",
+    ]  # fmt: skip
+    assert {a.metadata["kind"] for a in found if a.metadata} == {
+        "version_regression", "fencing_regression",
+    }  # fmt: skip
+    client.close()
+
+
+def test_metrics_health_and_liveness_check(
+    redis_url: str, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    runner = CliRunner()
+    check = ["--redis-url", redis_url, "--namespace", NS, "worker", "--check"]
+    assert runner.invoke(cli, check).exit_code == 1
+    worker = make_worker(sqlite_sink, metrics_port=0, block_ms=50, consumer="probe")
+    running = Running(worker)
+    try:
+        wait_until(lambda: worker.server is not None and worker.server.port != 0)
+        assert worker.server is not None
+        base = f"http://127.0.0.1:{worker.server.port}"
+        wait_until(lambda: _get(base + "/readyz")[0] == 200)
+        client = Coordinator.from_url(redis_url, namespace=NS)
+        emitted = activity(client, agents=3, switches=1)
+        wait_until(lambda: sqlite_sink.count(NS) == emitted)
+        status, body = _get(base + "/metrics")
+        assert status == 200
+        assert f"coordinator_worker_events_persisted_total {float(emitted)}" in body
+        assert "coordinator_worker_lag_seconds_bucket" in body
+        assert _get(base + "/healthz")[0] == 200
+        assert _get(base + "/nope")[0] == 404
+        result = runner.invoke(cli, check)
+        assert result.exit_code == 0
+        assert "probe" in result.output
+        client.close()
+    finally:
+        running.stop()
+    assert runner.invoke(cli, check).exit_code == 1  # the key goes with the worker
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"batch": 0}, {"block_ms": -1}, {"consumer": "bad name"}, {"reap_interval": -1},
+     {"metrics_port": 70000}, {"claim_interval": 0}],
+)  # fmt: skip
+def test_bad_options_are_rejected(options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError):
+        WorkerOptions(**options)
+
+
+def test_cli_rejects_bad_options_with_exit_2(redis_url: str) -> None:
+    result = CliRunner().invoke(cli, ["--redis-url", redis_url, "worker", "--batch", "0"])
+    assert result.exit_code == 2
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_the_compat_adapter_lists_persisted_events(
+    redis_url: str, raw: redis.Redis, sink_url: str, make_worker: Callable[..., EventWorker]
+) -> None:
+    from coordinator.compat import AgentContextManager
+
+    async def scenario() -> list[dict[str, Any]]:
+        manager = AgentContextManager.from_url(redis_url, namespace=NS, sink_url=sink_url)
+        try:
+            sid = await manager.start_session("agent-1")
+            await manager.set_current_project("agent-1", "a", sid)
+            with sink_from_url(sink_url) as sink:
+                await make_worker(sink, burst=True).run()
+            assert stream_ids(raw) == []  # only the sink has them now
+            await manager.set_current_project("agent-1", "b", sid)
+            return await manager.get_agent_events("agent-1")
+        finally:
+            await manager.aclose()
+
+    events = asyncio.run(scenario())
+    assert [e["event_type"] for e in events] == [
+        "project_switched", "project_set", "session_started",
+    ]  # fmt: skip
