@@ -65,6 +65,11 @@ from coordinator.timestamps import stream_id_key
 
 log = logging.getLogger("coordinator.worker")
 
+try:  # redis[hiredis] is a dependency; tolerate an installation without it
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover
+    _pack = None  # type: ignore[assignment]
+
 #: The worker stores an audit_anomaly event raised for an entry of shard ``s`` under
 #: shard ``ANOMALY_SHARD - s`` with the entry's stream id: unique, and raising it
 #: again is ignored by the sink.
@@ -537,10 +542,33 @@ class EventWorker:
                 by_shard.setdefault(shard, []).append(entry_id)
         if not by_shard:
             return
+        commands = [
+            ("XACK", self.keys.stream(shard), self.group, *ids) for shard, ids in by_shard.items()
+        ]
+        if _pack is not None and not self.coordinator.cluster:
+            await self._send_packed(commands)
+            return
         pipe = self._client.pipeline(transaction=False)
-        for shard, ids in by_shard.items():
-            pipe.xack(self.keys.stream(shard), self.group, *ids)
+        for command in commands:
+            pipe.execute_command(*command)
         await pipe.execute()
+
+    async def _send_packed(self, commands: list[tuple[str, ...]]) -> None:
+        """Pipeline commands on one pooled connection, packed by hiredis (C): redis-py's
+        asyncio connection packs in Python, which cost the worker about a sixth of its
+        time for acknowledgements of thousands of ids."""
+        assert _pack is not None
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(b"".join(_pack(c) for c in commands))  # type: ignore[arg-type]
+            for _ in commands:
+                await conn.read_response()
+        except BaseException:
+            await conn.disconnect()  # a half-read reply must not reach the next user
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _dead_letter(self, entry: Entry, reason: str) -> None:
         shard, entry_id, fields = entry
