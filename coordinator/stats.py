@@ -12,11 +12,14 @@ from the stream: zero when the group has read up to the last id, the whole lengt
 it has read nothing that is still in the stream, else by counting the entries after the
 group's last delivered id, at most ``lag_scan_limit`` of them (``lag_exact`` says
 whether the count is exact or a lower bound).
+
+Workers are the group's consumers whose liveness key ``<ns>:worker:<consumer>`` exists
+(probed with ``PTTL``). Every command is one the ``coordinator-admin`` user of
+``deploy/users.acl`` may run: no ``SCAN``, no ``GET``, no ``CLUSTER INFO``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -31,8 +34,6 @@ from coordinator.timestamps import ms_to_datetime, stream_id_ms
 
 #: Most entries counted, per shard, to work out a lag Redis does not report.
 DEFAULT_LAG_SCAN_LIMIT: Final = 1000
-#: Liveness keys fetched per ``SCAN`` round trip.
-_SCAN_COUNT: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +68,15 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class WorkerLiveness:
-    """A live worker consumer, from its liveness key (``<ns>:worker:<consumer>``)."""
+    """A live worker consumer: its liveness key ``<ns>:worker:<consumer>`` exists."""
 
     consumer: str
-    #: Seconds the key has left; the worker refreshes it every loop.
+    #: Seconds the liveness key has left; the worker refreshes it every loop.
     ttl: float | None
-    #: The key's JSON value (consumer, pid, host, started_at, heartbeat_at).
-    info: Mapping[str, Any]
+    #: Seconds since the consumer last read or acknowledged, on its freshest stream.
+    idle: float | None
+    #: Entries delivered to it and not yet acknowledged, over all shards.
+    pending: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,13 @@ class NamespaceStats:
             "dead_letters": self.dead_letters,
             "workers_alive": len(self.workers),
             "workers": [
-                {**w.info, "consumer": w.consumer, "ttl_seconds": w.ttl} for w in self.workers
+                {
+                    "consumer": w.consumer,
+                    "ttl_seconds": w.ttl,
+                    "idle_seconds": w.idle,
+                    "pending": w.pending,
+                }
+                for w in self.workers
             ],
             "streams": [_stream_json(s) for s in self.streams],
         }
@@ -178,7 +187,7 @@ def stats_plan(
     version, nodes = _version(server)
     replicas: int | None = None
     if cluster:
-        nodes = int((yield Command("cluster_info")).get("cluster_size", nodes))
+        nodes = _primaries((yield Command("cluster_slots")), nodes)
     else:
         replication = yield Command("info", ("replication",))
         replicas = int(replication.get("connected_slaves", 0))
@@ -274,40 +283,28 @@ def stats_plan(
     else:
         idle = {}
 
-    consumers: set[str] = set()
+    # Workers are the group's consumers whose liveness key exists. Consumer names
+    # come from XINFO CONSUMERS and the keys are probed by name (PTTL): no SCAN and no
+    # GET, which the admin ACL user may not run, and the keys, which carry no hash tag,
+    # are found on whichever cluster node holds them.
+    seen: dict[str, tuple[float | None, int]] = {}
     for s in grouped:
-        consumers.update(_text(c["name"]) for c in detail[s][1])
-    if not cluster:
-        # Liveness keys carry no hash tag, so they are spread over a cluster's nodes;
-        # there the group's consumers name them. A single node is scanned as well.
-        cursor: Any = 0
-        prefix = keys.worker("")
-        while True:
-            cursor, found = yield Command(
-                "scan", (cursor,), {"match": keys.worker("*"), "count": _SCAN_COUNT}
-            )
-            consumers.update(_text(k)[len(prefix) :] for k in found)
-            if int(cursor) == 0:
-                break
+        for consumer in detail[s][1]:
+            name = _text(consumer["name"])
+            fresh = None if consumer.get("idle") is None else int(consumer["idle"]) / 1000
+            before, before_pending = seen.get(name, (None, 0))
+            if before is not None and (fresh is None or before < fresh):
+                fresh = before
+            seen[name] = (fresh, before_pending + int(consumer.get("pending") or 0))
     workers: list[WorkerLiveness] = []
-    if consumers:
-        names = sorted(consumers)
-        replies = yield Batch(
-            tuple(
-                command
-                for name in names
-                for command in (
-                    Command("get", (keys.worker(name),)),
-                    Command("pttl", (keys.worker(name),)),
-                )
-            )
-        )
-        for i, name in enumerate(names):
-            value, pttl = replies[2 * i], int(replies[2 * i + 1])
-            if value is not None:
-                workers.append(
-                    WorkerLiveness(name, pttl / 1000 if pttl >= 0 else None, _liveness(value))
-                )
+    if seen:
+        names = sorted(seen)
+        ttls = yield Batch(tuple(Command("pttl", (keys.worker(name),)) for name in names))
+        for name, pttl in zip(names, ttls, strict=True):
+            if int(pttl) != -2:  # -2: no key, the consumer is gone (or never registered)
+                last, pending = seen[name]
+                ttl = int(pttl) / 1000 if int(pttl) >= 0 else None
+                workers.append(WorkerLiveness(name, ttl, last, pending))
 
     stream_stats = []
     for s in shards:
@@ -361,6 +358,13 @@ def _version(info: Mapping[str, Any]) -> tuple[str, int]:
     return ",".join(versions), len(info)
 
 
+def _primaries(slots: Any, default: int) -> int:
+    """Masters serving slots, from a cluster client's parsed ``CLUSTER SLOTS``."""
+    if isinstance(slots, Mapping):
+        return len({tuple(v["primary"]) for v in slots.values() if "primary" in v}) or default
+    return default
+
+
 def _reported_lag(group: Mapping[str, Any], stream: Mapping[str, Any], length: int) -> int | None:
     """The group's lag when Redis reports it or it follows from the ids alone."""
     lag = group.get("lag")
@@ -382,12 +386,3 @@ def _id(stream_id: str) -> tuple[int, int]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _liveness(value: Any) -> dict[str, Any]:
-    """A liveness key's JSON object (an unparsable value is kept as ``raw``)."""
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return {"raw": _text(value)}
-    return data if isinstance(data, dict) else {"raw": data}

@@ -66,10 +66,11 @@ def test_stats_of_a_busy_namespace(client: Any, raw: redis.Redis) -> None:
     assert stats.stream_length == 5
     assert (stats.lag, stats.pending, stats.dead_letters) == (2, 1, 2)
     [worker] = stats.workers
-    assert worker.consumer == "w1"
-    assert worker.info["pid"] == 4242
+    assert (worker.consumer, worker.pending) == ("w1", 1)
     assert worker.ttl is not None
     assert 0 < worker.ttl <= 15
+    assert worker.idle is not None
+    assert 0 <= worker.idle < 60
 
     data = stats.to_json()
     json.dumps(data)  # plain JSON types only
@@ -123,18 +124,21 @@ def test_empty_namespace(client: Any) -> None:
     assert stats.oldest_pending_age is None
 
 
-@pytest.mark.single_node
-def test_liveness_keys_are_found_without_a_consumer_on_a_single_node(
-    client: Any, raw: redis.Redis
-) -> None:
-    raw.set("test:worker:starting", json.dumps({"consumer": "starting", "pid": 1}), ex=15)
-    raw.set("other:worker:elsewhere", json.dumps({"consumer": "elsewhere"}), ex=15)
-    raw.set("test:worker:garbled", "not json", ex=15)
-    workers = {w.consumer: w.info for w in client.stats().workers}
-    assert workers == {
-        "starting": {"consumer": "starting", "pid": 1},
-        "garbled": {"raw": "not json"},
-    }
+def test_a_worker_is_a_consumer_with_a_liveness_key(client: Any, raw: redis.Redis) -> None:
+    client.start_session("agent-a")
+    client.start_session("agent-b")
+    stream = _simulate_worker(client, raw, "agent-a", consumer="w1")
+    other = client._core.keys.stream(client._core.keys.shard_of("agent-b"))
+    if other != stream:
+        raw.xgroup_create(other, GROUP, id="0")
+    raw.xreadgroup(GROUP, "w1", {other: ">"})  # the same worker on a second shard
+    raw.xreadgroup(GROUP, "crashed", {stream: ">"})  # a consumer whose key expired
+    raw.set("test:worker:unregistered", "{}", ex=15)  # a key without a consumer yet
+    raw.set("other:worker:w1", "{}", ex=15)  # another namespace's worker
+    raw.persist("test:worker:w1")  # no TTL left to report
+    [worker] = client.stats().workers
+    assert (worker.consumer, worker.ttl) == ("w1", None)
+    assert worker.pending == (1 if other == stream else 2)
 
 
 @pytest.mark.single_node

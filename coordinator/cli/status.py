@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import click
 
 from coordinator.cli.main import CliState, handles_errors
@@ -107,33 +104,9 @@ def _workers(stats: NamespaceStats) -> str:
         return "none alive"
     parts = []
     for worker in stats.workers:
-        info = worker.info
-        where = ", ".join(
-            f"{label} {info[key]}"
-            for key, label in (("host", "host"), ("pid", "pid"))
-            if key in info
-        )
-        age = _age(info.get("heartbeat_at"), stats.server_time)
-        if age is not None:
-            where += (", " if where else "") + f"heartbeat {duration(age)} ago"
-        parts.append(worker.consumer + (f" ({where})" if where else ""))
+        seen = "" if worker.idle is None else f"active {duration(worker.idle)} ago, "
+        parts.append(f"{worker.consumer} ({seen}{worker.pending} pending)")
     return f"{len(stats.workers)} alive: " + "; ".join(parts)
-
-
-def _age(value: Any, now: datetime) -> float | None:
-    """Seconds since a liveness timestamp: epoch seconds or milliseconds, or ISO 8601."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else float(value)
-        return max(0.0, now.timestamp() - seconds)
-    try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=now.tzinfo)
-    return max(0.0, (now - when).total_seconds())
 
 
 def register(group: click.Group) -> None:
