@@ -49,6 +49,7 @@ from coordinator.core import (
     Sleep,
     StreamPlan,
     node_lost,
+    not_applied,
     read_only,
     retryable,
 )
@@ -375,10 +376,14 @@ class Coordinator:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
         attempt = 0
+        # Once an attempt may have reached the server, a write's outcome stays unknown
+        # whatever a later attempt's error says (a refused reconnect proves nothing).
+        sent = False
         while retryable(exc):
+            sent = sent or not not_applied(exc)
             delay = self._core.retry_delay(call, attempt, exc, self._rng)
             if delay is None:
-                raise self._core.unavailable(exc, call) from exc
+                raise self._core.unavailable(exc, call, sent) from exc
             attempt += 1
             if read_only(exc):
                 # Connect afresh: a Sentinel-managed pool asks the sentinels again.
@@ -392,7 +397,7 @@ class Coordinator:
                 return self._execute(client, call)
             except (RedisError, RedisClusterException) as again:
                 exc = again
-        raise self._core.redis_error(exc, call) from exc
+        raise self._core.redis_error(exc, call, sent) from exc
 
     def _execute(self, client: RedisClient, call: Call) -> Any:
         if type(call) is Script:

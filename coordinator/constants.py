@@ -54,6 +54,8 @@ MAX_LEASE_TTL: Final = 30 * 24 * 3600.0
 MAX_SHARDS: Final = 1024
 #: Largest ``limit`` accepted by event queries.
 MAX_EVENT_LIMIT: Final = 10_000
+#: Largest ``page_size`` accepted by lease listings (entries fetched per round trip).
+MAX_PAGE_SIZE: Final = 10_000
 
 # --- Key layout ---------------------------------------------------------------------
 # Every per-agent key is ``{<namespace>:<shard>}:<part>:<agent_id>``; the braces are a

@@ -350,6 +350,7 @@ class CoordinatorCore:
 
     def leases(self, agent_id: str | None, page_size: int = 500) -> StreamPlan[Lease]:
         """Live leases, shard by shard, one page at a time (never all in memory)."""
+        page_size = validation.page_size(page_size)
         if agent_id is not None:
             agent = validation.agent_id(agent_id)
             reply = yield Command("hmget", (self.keys.lease(agent), *LEASE_FIELDS))
@@ -379,7 +380,7 @@ class CoordinatorCore:
 
     def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
         """Project records of several agents in one pipelined round trip."""
-        agents = [validation.agent_id(a) for a in agent_ids]
+        agents = validation.agent_ids(agent_ids)
         call = Batch(tuple(Command("hmget", (self.keys.agent(a), *RECORD_FIELDS)) for a in agents))
         return Op(
             call, lambda replies: [record_from(a, r) for a, r in zip(agents, replies, strict=True)]
@@ -544,8 +545,11 @@ class CoordinatorCore:
         cap = min(self.settings.retry_backoff_cap, self.settings.retry_backoff * 2**attempt)
         return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
 
-    def unavailable(self, exc: BaseException, call: Call) -> CoordinatorUnavailable:
-        maybe = isinstance(call, Script) and call.name in WRITES and not not_applied(exc)
+    def unavailable(
+        self, exc: BaseException, call: Call, sent: bool = False
+    ) -> CoordinatorUnavailable:
+        """``sent``: an earlier attempt of the call may have reached the server."""
+        maybe = isinstance(call, Script) and call.name in WRITES and (sent or not not_applied(exc))
         hint = ""
         if maybe:
             hint = " (the write may have been applied; " + (
@@ -560,7 +564,7 @@ class CoordinatorCore:
             maybe_applied=maybe,
         )
 
-    def redis_error(self, exc: Exception, call: Call) -> CoordinatorError:
+    def redis_error(self, exc: Exception, call: Call, sent: bool = False) -> CoordinatorError:
         """Map a Redis (or Redis Cluster client) error to the package's exceptions."""
         if isinstance(exc, rx.RedisClusterException):
             return CoordinatorUnavailable(
@@ -582,7 +586,7 @@ class CoordinatorCore:
                 "COORDINATOR_REDIS_CLUSTER=1, or leave it unset to detect)"
             )
         if retryable(exc):
-            return self.unavailable(exc, call)
+            return self.unavailable(exc, call, sent)
         name = call.name if isinstance(call, Script) else type(call).__name__
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
 

@@ -38,6 +38,7 @@ from coordinator.core import Op, Script
 from coordinator.errors import InvalidInputError
 from coordinator.keys import KeySpace
 from coordinator.models import AgentProject
+from coordinator.sinks import LEGACY_SHARD, EventRow, Sink
 from coordinator.timestamps import datetime_to_ms
 
 #: The agent the original bound the JSON state's ``current_project`` to.
@@ -92,9 +93,9 @@ class LegacyEvent:
 class EventHistory:
     """The original's event history, oldest first, ready for the event sink.
 
-    Importing it means writing these rows to the sink with their original times,
-    idempotently (keyed by the legacy ``id``). This version has no sink yet, so
-    ``migrate-legacy`` reports the history and imports none of it.
+    :func:`import_history` writes these rows to the sink with their original times
+    under shard :data:`~coordinator.sinks.LEGACY_SHARD`, keyed by the legacy ``id``
+    (stream id ``<created ms>-<id>``), so importing twice stores each row once.
     """
 
     events: tuple[LegacyEvent, ...]
@@ -451,3 +452,46 @@ def migrate(
             note = step.note if applied else f"changed meanwhile: {project} at version {version}"
             steps[i] = replace(step, applied=applied, version=version, note=note)
     return Report(database, state, agent, steps, dry_run)
+
+
+# --- event history ----------------------------------------------------------------------
+
+
+def legacy_row(namespace: str, event: LegacyEvent) -> EventRow:
+    """The sink row of one legacy event: its original time, its legacy id as identity."""
+    ms = datetime_to_ms(event.created_at)
+    metadata = None if event.metadata is None else json.dumps(event.metadata)
+    return (
+        namespace, LEGACY_SHARD, f"{ms}-{event.id}", ms, event.id, event.agent_id,
+        event.session_id, event.event_type, event.from_project, event.to_project,
+        event.expected_version, event.actual_version, event.success, event.error_message,
+        metadata, None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryImport:
+    """What importing the event history did (or, in a dry run, would do)."""
+
+    found: int
+    #: Rows stored now (dry run: rows not yet in the sink).
+    imported: int
+    sink: str
+
+    @property
+    def already(self) -> int:
+        return self.found - self.imported
+
+
+def import_history(
+    sink: Sink, namespace: str, history: EventHistory, *, dry_run: bool = False, batch: int = 2000
+) -> HistoryImport:
+    """Write the history to ``sink`` in batches (insert-or-ignore: idempotent).
+    Raises SinkUnavailable."""
+    rows = [legacy_row(namespace, event) for event in history.events]
+    if dry_run:
+        stored = sink.stream_ids(namespace, LEGACY_SHARD)
+        new = sum(1 for row in rows if row[2] not in stored)
+        return HistoryImport(len(rows), new, sink.location)
+    imported = sum(sink.write(rows[i : i + batch]) for i in range(0, len(rows), batch))
+    return HistoryImport(len(rows), imported, sink.location)

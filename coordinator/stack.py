@@ -220,7 +220,9 @@ class LocalStack:
             "--redis-url", self.url,
             "--namespace", self.namespace,
             "--sink-url", self.sink_url,
-            "worker", *self.worker_args,
+            # A stable consumer name: a restarted worker re-reads its own pending
+            # entries at once instead of waiting for them to be claimed.
+            "worker", "--consumer", "local-stack", *self.worker_args,
         ]  # fmt: skip
         log_file = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 (owned by the child)
         try:

@@ -14,12 +14,13 @@ group's last delivered id, at most ``lag_scan_limit`` of them (``lag_exact`` say
 whether the count is exact or a lower bound).
 
 Workers are the group's consumers whose liveness key ``<ns>:worker:<consumer>`` exists
-(probed with ``PTTL``). Every command is one the ``coordinator-admin`` user of
-``deploy/users.acl`` may run: no ``SCAN``, no ``GET``, no ``CLUSTER INFO``.
+(``GET`` for its JSON value, ``PTTL``). Every command is one the ``coordinator-admin``
+user of ``deploy/users.acl`` may run (no ``SCAN``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -77,6 +78,8 @@ class WorkerLiveness:
     idle: float | None
     #: Entries delivered to it and not yet acknowledged, over all shards.
     pending: int
+    #: The key's JSON value (consumer, pid, host, started_at, heartbeat_at).
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class NamespaceStats:
             "workers_alive": len(self.workers),
             "workers": [
                 {
+                    **w.info,
                     "consumer": w.consumer,
                     "ttl_seconds": w.ttl,
                     "idle_seconds": w.idle,
@@ -283,10 +287,10 @@ def stats_plan(
     else:
         idle = {}
 
-    # Workers are the group's consumers whose liveness key exists. Consumer names
-    # come from XINFO CONSUMERS and the keys are probed by name (PTTL): no SCAN and no
-    # GET, which the admin ACL user may not run, and the keys, which carry no hash tag,
-    # are found on whichever cluster node holds them.
+    # Workers are the group's consumers whose liveness key exists. The keys are read
+    # by the names XINFO CONSUMERS gives: no SCAN (it would list every namespace's
+    # key names; the admin ACL user may not run it), and on a cluster the keys, which
+    # carry no hash tag, are found on whichever node holds them.
     seen: dict[str, tuple[float | None, int]] = {}
     for s in grouped:
         for consumer in detail[s][1]:
@@ -299,12 +303,22 @@ def stats_plan(
     workers: list[WorkerLiveness] = []
     if seen:
         names = sorted(seen)
-        ttls = yield Batch(tuple(Command("pttl", (keys.worker(name),)) for name in names))
-        for name, pttl in zip(names, ttls, strict=True):
-            if int(pttl) != -2:  # -2: no key, the consumer is gone (or never registered)
+        replies = yield Batch(
+            tuple(
+                command
+                for name in names
+                for command in (
+                    Command("get", (keys.worker(name),)),
+                    Command("pttl", (keys.worker(name),)),
+                )
+            )
+        )
+        for i, name in enumerate(names):
+            value, pttl = replies[2 * i], int(replies[2 * i + 1])
+            if value is not None:  # no key: the consumer is gone (or not registered yet)
                 last, pending = seen[name]
-                ttl = int(pttl) / 1000 if int(pttl) >= 0 else None
-                workers.append(WorkerLiveness(name, ttl, last, pending))
+                ttl = pttl / 1000 if pttl >= 0 else None
+                workers.append(WorkerLiveness(name, ttl, last, pending, _liveness(value)))
 
     stream_stats = []
     for s in shards:
@@ -386,3 +400,12 @@ def _id(stream_id: str) -> tuple[int, int]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _liveness(value: Any) -> dict[str, Any]:
+    """A liveness key's JSON object (an unparsable value is kept as ``raw``)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {"raw": _text(value)}
+    return data if isinstance(data, dict) else {"raw": data}

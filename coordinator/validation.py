@@ -8,7 +8,6 @@ dictionary lookup.
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -163,7 +162,9 @@ def ttl_seconds(value: object, field: str = "ttl") -> float:
     """A lease TTL in seconds within ``MIN_LEASE_TTL`` .. ``MAX_LEASE_TTL``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(field, f"must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or not C.MIN_LEASE_TTL <= value <= C.MAX_LEASE_TTL:
+    # A chained comparison also refuses NaN and infinities, and unlike math.isfinite
+    # it cannot overflow on an int too large for a float.
+    if not C.MIN_LEASE_TTL <= value <= C.MAX_LEASE_TTL:
         raise InvalidInputError(
             field, f"must be between {C.MIN_LEASE_TTL} and {C.MAX_LEASE_TTL:.0f} seconds"
         )
@@ -175,6 +176,22 @@ def limit(value: object) -> int:
     if type(value) is not int or not 0 < value <= C.MAX_EVENT_LIMIT:
         raise InvalidInputError("limit", f"must be an integer from 1 to {C.MAX_EVENT_LIMIT}")
     return value
+
+
+def page_size(value: object) -> int:
+    """Entries fetched per round trip by a listing: 1 .. ``MAX_PAGE_SIZE``."""
+    if type(value) is not int or not 0 < value <= C.MAX_PAGE_SIZE:
+        raise InvalidInputError("page_size", f"must be an integer from 1 to {C.MAX_PAGE_SIZE}")
+    return value
+
+
+def agent_ids(value: object) -> list[str]:
+    """A list (or tuple) of agent ids; a lone string is refused, not split into letters."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise InvalidInputError(
+            "agent_ids", f"must be a list of agent ids, not {type(value).__name__}"
+        )
+    return [agent_id(a) for a in value]
 
 
 def reason(value: object) -> str:

@@ -375,7 +375,7 @@ class EventWorker:
             pipe = self._client.pipeline(transaction=False)
             for stream in self.streams:
                 pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, self.options.batch)
-            replies = [item for reply in await pipe.execute() for item in (reply or [])]
+            replies = [pair for reply in await pipe.execute() for pair in _stream_pairs(reply)]
             if not replies and block:
                 await self._pause(min(block / 1000, 0.02))
         else:
@@ -397,10 +397,8 @@ class EventWorker:
             await task
 
     def _entries(self, replies: Any) -> list[Entry]:
-        if isinstance(replies, dict):  # RESP3
-            replies = list(replies.items())
         out: list[Entry] = []
-        for stream, items in replies or ():
+        for stream, items in _stream_pairs(replies):
             shard = self.streams[stream]
             out.extend((shard, entry_id, fields) for entry_id, fields in items)
         return out
@@ -711,6 +709,16 @@ class EventWorker:
 
 def _raw_reply(response: Any, **options: Any) -> Any:
     return response
+
+
+def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
+    """``(stream, entries)`` pairs of an XREADGROUP reply in any of the shapes redis-py
+    hands back: a list of pairs (RESP2), a dict (RESP3, and the cluster client)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(pair[0], pair[1]) for pair in reply]
 
 
 def _one_line(exc: BaseException) -> str:

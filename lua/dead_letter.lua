@@ -8,7 +8,8 @@
 -- ARGV[5..] the entry's field/value pairs (empty when the entry no longer exists)
 --
 -- Returns 1 when the entry was moved, 0 when it was not pending (already handled).
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+local stream, dead = KEYS[1], KEYS[2]
+if redis.call('XACK', stream, ARGV[1], ARGV[2]) == 0 then
   return 0
 end
 local fields = {'source_id', ARGV[2], 'consumer', ARGV[3], 'reason', ARGV[4]}
@@ -16,5 +17,5 @@ for i = 5, #ARGV, 2 do
   fields[#fields + 1] = 'field:' .. ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XADD', dead, '*', unpack(fields))
 return 1

@@ -38,11 +38,13 @@ end
 local function reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   if redis.call('EXISTS', lease_key) == 1 then return 0 end
   if not redis.call('ZSCORE', index_key, agent) then return 0 end
-  local a = redis.call('HMGET', agent_key, 'sid', 'tok')
+  -- The token comes from the expired session's id: start_session has already minted
+  -- the next token into 'tok' when it reaps here.
+  local sid = redis.call('HGET', agent_key, 'sid')
   redis.call('ZREM', index_key, agent)
   redis.call('HSET', agent_key, 'st', 'x')
-  audit(stream, 'session_expired', agent, a[1] or '', a[2] or '', '', '', '', '', '1',
-        'lease expired', '')
+  audit(stream, 'session_expired', agent, sid or '', sid and sid_token(sid) or '', '', '', '',
+        '', '1', 'lease expired', '')
   return 1
 end
 

@@ -273,3 +273,20 @@ def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+# --- rejected input changes nothing ----------------------------------------------------
+
+
+@pytest.fixture
+def state_of(raw: redis.Redis) -> Callable[..., dict[str, Any]]:
+    """``state_of(sink=None, namespace="test")``: every Redis key and every event the
+    sink holds, to prove a rejected call wrote nothing anywhere."""
+
+    def capture(sink: Any = None, namespace: str = "test") -> dict[str, Any]:
+        state = {"redis": snapshot(raw)}
+        if sink is not None:
+            state["sink"] = list(sink.events(namespace))
+        return state
+
+    return capture

@@ -323,8 +323,8 @@ def test_admin_role_is_refused_writes_it_does_not_need(
         ("XACK", stream, "coordinator", "0-1"),
         ("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">"),
         ("SET", "coord:worker:w1", "x"),
-        ("GET", "coord:meta"),
         ("HGETALL", "other:meta"),
+        ("GET", "other:worker:w1"),
     ):
         refused(a, *command)
 

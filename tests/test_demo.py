@@ -47,7 +47,6 @@ def test_check_finds_every_kind_of_mismatch() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_demo_in_process(tmp_path: Path) -> None:
-    pytest.importorskip("coordinator.worker", reason="needs the event worker")
     env = {k: None for k in os.environ if k.startswith("COORDINATOR_")}
     env["COORDINATOR_DATA_DIR"] = str(tmp_path / "user-data")
     result = CliRunner().invoke(cli, ["demo"], env=env)

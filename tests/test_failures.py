@@ -13,6 +13,7 @@ from coordinator import (
     Coordinator,
     CoordinatorUnavailable,
     EmbeddedRedis,
+    Settings,
     ShardCountMismatch,
 )
 from tests.conftest import snapshot, stream_entries
@@ -135,3 +136,41 @@ def test_schema_version_mismatch_is_refused(make_client: Any, raw: redis.Redis) 
     raw.hset("test:meta", mapping={"shards": 16, "schema": 99})
     with pytest.raises(Exception, match="schema 99"):
         make_client().start_session("agent-1")
+
+
+class _LostReplyThenRefused(redis.Redis):
+    """Runs the first armed EVALSHA but loses its reply (a timeout), then refuses every
+    later attempt as a refused connection would: the write did happen, once."""
+
+    armed = False
+    attempts = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.armed and args and args[0] == "EVALSHA":
+            self.attempts += 1
+            if self.attempts == 1:
+                super().execute_command(*args, **options)
+                raise redis.TimeoutError("Timeout reading from socket")
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+        return super().execute_command(*args, **options)
+
+
+def test_a_retried_write_stays_maybe_applied_when_a_later_attempt_was_refused(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    # Found by coordinator verify: the retries of a write with a request id ended on a
+    # refused connection ("certainly not applied"), so the error said maybe_applied=False
+    # although the first attempt had written.
+    inner = _LostReplyThenRefused.from_url(redis_url, decode_responses=True)
+    settings = Settings.from_url(redis_url, namespace="test", retry_backoff=0.001)
+    c = Coordinator(settings, redis_client=inner)
+    s = c.start_session("agent-1")
+    inner.armed = True
+    with pytest.raises(CoordinatorUnavailable) as info:
+        c.set_current_project("agent-1", "p", s.session_id, request_id="r-1")
+    assert inner.attempts > 1  # it was retried (a request id makes that safe)
+    assert info.value.maybe_applied is True
+    inner.armed = False
+    assert c.get_current_project("agent-1").version == 1  # it was applied
+    c.close()
+    inner.close()

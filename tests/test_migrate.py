@@ -30,6 +30,7 @@ from coordinator.migrate import (
     read_database,
     read_state,
 )
+from coordinator.sinks import LEGACY_SHARD, sink_from_url
 from coordinator.timestamps import stream_id_ms
 from tests.conftest import snapshot, stream_entries
 
@@ -152,11 +153,18 @@ EVENTS: list[Row] = [
 
 
 @pytest.fixture
-def cli_run(redis_url: str) -> Any:
+def sink_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'events.db'}"
+
+
+@pytest.fixture
+def cli_run(redis_url: str, sink_url: str) -> Any:
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
-        return runner.invoke(cli, ["--redis-url", redis_url, "--namespace", "test", *args])
+        return runner.invoke(
+            cli, ["--redis-url", redis_url, "--namespace", "test", "--sink-url", sink_url, *args]
+        )
 
     return invoke
 
@@ -328,7 +336,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     out = ok(cli_run("migrate-legacy", "--sqlite", str(db), "--state", str(state), "--dry-run"))
     assert snapshot(raw) == before
     lines = out.stdout.splitlines()
-    assert "dry run: 4 record(s) would change; nothing was written" in lines
+    assert "dry run: 4 record(s) and 4 event(s) would change; nothing was written" in lines
     table = [line.split() for line in lines if line.startswith(("import", "bind", "keep"))]
     assert [row[:5] for row in table] == [
         ["import", "agent_projects", "agent-a", "proj-x", "4"],
@@ -442,28 +450,45 @@ def test_a_state_without_a_current_project_binds_nothing(
 # --- the event history ------------------------------------------------------------------
 
 
-def test_the_event_history_is_read_and_reported_not_imported(
-    cli_run: Any, db: Path, raw: redis.Redis
+def test_the_event_history_is_imported_into_the_sink_once(
+    cli_run: Any, db: Path, raw: redis.Redis, sink_url: str, redis_url: str
 ) -> None:
+    dry = ok(cli_run("migrate-legacy", "--sqlite", str(db), "--dry-run")).stdout
+    assert "4 would be imported into sqlite:///" in dry
+    with sink_from_url(sink_url) as sink:
+        assert sink.count("test") == 0  # a dry run writes nothing
     out = ok(cli_run("migrate-legacy", "--sqlite", str(db))).stdout
     line = next(x for x in out.splitlines() if x.startswith("agent_project_events"))
     assert line == (
         "agent_project_events: 4 event(s) found (2024-05-01T09:59:59.500Z .. "
-        "2024-05-02T11:29:00.000Z); none imported: importing the event history needs the "
-        "event sink, which this version does not have yet"
+        f"2024-05-02T11:29:00.000Z); 4 imported into {sink_url}, 0 already there"
     )
     assert "agent_sessions: 2 row(s), not imported" in out
     assert "scribe_projects: 2 row(s), not imported" in out
     events = report(cli_run("migrate-legacy", "--sqlite", str(db), "--json"))["events"]
-    assert (events["found"], events["imported"]) == (4, 0)
+    assert (events["found"], events["imported"], events["already_present"]) == (4, 0, 4)
     assert events["by_type"] == {
         "session_started": 1,
         "project_set": 1,
         "project_switched": 1,
         "conflict_detected": 1,
     }
-    # Nothing of the history went into the audit streams.
+    # The history went to the sink with its original times, not into the streams...
     assert {e["event_type"] for _, e in stream_entries(raw)} == {"project_imported"}
+    history = read_database(db).history
+    with sink_from_url(sink_url) as sink:
+        stored = list(sink.events("test"))
+    assert [(e.event_type.value, e.created_at) for e in stored] == [
+        (e.event_type, e.created_at) for e in history.events
+    ]
+    assert {e.shard for e in stored} == {LEGACY_SHARD}
+    # ...and is listed by the clients and by the adapter, newest first, with the rest.
+    with Coordinator.from_url(redis_url, namespace="test", sink_url=sink_url) as client:
+        listed = client.get_agent_events(limit=100)
+    assert [e.event_type.value for e in listed if e.shard == LEGACY_SHARD] == [
+        e.event_type for e in reversed(history.events)
+    ]
+    assert len(listed) == 4 + len(stream_entries(raw))
 
 
 def test_legacy_events_are_parsed_with_their_original_times(db: Path) -> None:

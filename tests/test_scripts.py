@@ -57,6 +57,7 @@ def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
         core.set_project("agent-1", "p", sid, None, None).call,
         core.set_project("agent-1", "p", sid, 1, "req").call,
         core.get_project("agent-1").call,
+        core.dead_letter(3, "coordinator", "1-0", "w1", "bad", {"x": "y"}).call,
     ]
     plan = core.cleanup_expired()
     plan.send(None)

@@ -67,6 +67,7 @@ def test_stats_of_a_busy_namespace(client: Any, raw: redis.Redis) -> None:
     assert (stats.lag, stats.pending, stats.dead_letters) == (2, 1, 2)
     [worker] = stats.workers
     assert (worker.consumer, worker.pending) == ("w1", 1)
+    assert (worker.info["pid"], worker.info["host"]) == (4242, "box")
     assert worker.ttl is not None
     assert 0 < worker.ttl <= 15
     assert worker.idle is not None
@@ -136,7 +137,12 @@ def test_a_worker_is_a_consumer_with_a_liveness_key(client: Any, raw: redis.Redi
     raw.set("test:worker:unregistered", "{}", ex=15)  # a key without a consumer yet
     raw.set("other:worker:w1", "{}", ex=15)  # another namespace's worker
     raw.persist("test:worker:w1")  # no TTL left to report
-    [worker] = client.stats().workers
+    raw.set("test:worker:crashed-too", "not json", ex=15)
+    raw.xgroup_createconsumer(stream, GROUP, "crashed-too")
+    workers = {w.consumer: w for w in client.stats().workers}
+    assert workers["crashed-too"].info == {"raw": "not json"}
+    worker = workers.pop("w1")
+    assert list(workers) == ["crashed-too"]
     assert (worker.consumer, worker.ttl) == ("w1", None)
     assert worker.pending == (1 if other == stream else 2)
 

@@ -113,7 +113,6 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
 def test_up_serves_other_processes_stops_on_sigint_and_restarts_with_its_state(
     tmp_path: Path, stacks: list[Up]
 ) -> None:
-    pytest.importorskip("coordinator.worker", reason="`up` runs the event worker")
     data = tmp_path / "data"
     port = free_port()
     up = Up(data, port)

@@ -186,3 +186,28 @@ def test_metadata_size_counts_utf8_bytes() -> None:
 def test_session_id_round_trip() -> None:
     sid = validation.format_session_id("agent@host:1", 42, "0123456789abcdef")
     assert validation.session_id(sid) == ("agent@host:1", 42)
+
+
+# --- found by tests/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        # An int too large for a float overflowed math.isfinite (OverflowError).
+        (lambda c, s: c.start_session("agent-2", ttl=10**400), "ttl"),
+        (lambda c, s: c.heartbeat_session(s.session_id, ttl=10**400), "ttl"),
+        # Page sizes went to ZSCAN unchecked (a Redis error, or a str encoding error).
+        (lambda c, s: list(c.iter_leases(page_size=0)), "page_size"),
+        (lambda c, s: list(c.iter_leases(page_size="\ud800")), "page_size"),
+        # A lone string was split into one-letter agent ids; None raised TypeError.
+        (lambda c, s: c.get_current_projects("agent-1"), "agent_ids"),
+        (lambda c, s: c.get_current_projects(None), "agent_ids"),
+    ],
+)
+def test_fuzz_findings(client: Any, live: Any, raw: redis.Redis, call: Any, field: str) -> None:
+    before = snapshot(raw)
+    with pytest.raises(InvalidInputError) as info:
+        call(client, live)
+    assert info.value.field == field
+    assert snapshot(raw) == before

@@ -406,3 +406,27 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
+
+
+def test_the_compat_adapter_lists_persisted_events(
+    redis_url: str, raw: redis.Redis, sink_url: str, make_worker: Callable[..., EventWorker]
+) -> None:
+    from coordinator.compat import AgentContextManager
+
+    async def scenario() -> list[dict[str, Any]]:
+        manager = AgentContextManager.from_url(redis_url, namespace=NS, sink_url=sink_url)
+        try:
+            sid = await manager.start_session("agent-1")
+            await manager.set_current_project("agent-1", "a", sid)
+            with sink_from_url(sink_url) as sink:
+                await make_worker(sink, burst=True).run()
+            assert stream_ids(raw) == []  # only the sink has them now
+            await manager.set_current_project("agent-1", "b", sid)
+            return await manager.get_agent_events("agent-1")
+        finally:
+            await manager.aclose()
+
+    events = asyncio.run(scenario())
+    assert [e["event_type"] for e in events] == [
+        "project_switched", "project_set", "session_started",
+    ]  # fmt: skip

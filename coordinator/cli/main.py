@@ -32,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Modules defining commands; each exposes ``register(group)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "leases", "projects", "events", "status", "reap", "worker", "stack", "demo", "migrate",
+    "verify",
 )  # fmt: skip
 
 

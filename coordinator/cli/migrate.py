@@ -11,18 +11,16 @@ from coordinator.cli.main import CliState, handles_errors
 from coordinator.cli.output import emit_json, emit_table, iso
 from coordinator.migrate import (
     DEFAULT_STATE_AGENT,
+    HistoryImport,
     Report,
     Step,
+    import_history,
     migrate,
     read_database,
     read_state,
 )
-
-#: Said wherever the event history is reported, until the sink can take it.
-EVENTS_NOT_IMPORTED = (
-    "none imported: importing the event history needs the event sink, "
-    "which this version does not have yet"
-)
+from coordinator.paths import default_sink_url
+from coordinator.sinks import sink_from_url
 
 _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -58,23 +56,33 @@ def migrate_command(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Import scribe_mcp's agent_projects (versions preserved) and bind its JSON state's
+    """Import scribe_mcp's agent_projects (versions preserved), its agent_project_events
+    history into the event sink (original times), and bind its JSON state's
     current_project to an agent. A second run changes nothing."""
     if agent is not None and state_path is None:
         raise click.UsageError("--agent names the agent for --state's current_project")
     database = read_database(sqlite_path)
     legacy_state = read_state(state_path) if state_path is not None else None
+    client = state.client()
     report = migrate(
-        state.client(),
+        client,
         database,
         legacy_state,
         agent=agent or DEFAULT_STATE_AGENT,
         dry_run=dry_run,
     )
+    # The sink the worker writes to: --sink-url / COORDINATOR_SINK_URL / the local
+    # stack's, else the default SQLite file in the data directory.
+    sink = client.sink or sink_from_url(default_sink_url())
+    try:
+        history = import_history(sink, client.settings.namespace, database.history, dry_run=dry_run)
+    finally:
+        if client.sink is None:
+            sink.close()
     if as_json:
-        emit_json(_report_json(report))
+        emit_json(_report_json(report, history))
     else:
-        _print(report)
+        _print(report, history)
 
 
 def _action(step: Step) -> str:
@@ -93,7 +101,7 @@ def _step_json(step: Step) -> dict[str, Any]:
     }
 
 
-def _report_json(report: Report) -> dict[str, Any]:
+def _report_json(report: Report, imported: HistoryImport) -> dict[str, Any]:
     history = report.database.history
     legacy_state = report.state
     return {
@@ -109,18 +117,19 @@ def _report_json(report: Report) -> dict[str, Any]:
         },
         "events": {
             "found": len(history.events),
-            "imported": 0,
+            "imported": imported.imported,
+            "already_present": imported.already,
+            "sink": imported.sink,
             "first": iso(history.first),
             "last": iso(history.last),
             "by_type": history.counts(),
-            "note": EVENTS_NOT_IMPORTED,
         },
         "sessions_found": report.database.sessions,
         "projects_found": report.database.projects,
     }
 
 
-def _print(report: Report) -> None:
+def _print(report: Report, imported: HistoryImport) -> None:
     database, legacy_state = report.database, report.state
     click.echo(f"agent_projects: {len(database.records)} record(s) in {database.path}")
     if legacy_state is not None:
@@ -146,8 +155,10 @@ def _print(report: Report) -> None:
         emit_table(rows, ("ACTION", "SOURCE", "AGENT", "PROJECT", "VERSION", "NOTE"))
     history = database.history
     span = f" ({iso(history.first)} .. {iso(history.last)})" if history.events else ""
+    verb = "would be imported" if report.dry_run else "imported"
     click.echo(
-        f"agent_project_events: {len(history.events)} event(s) found{span}; {EVENTS_NOT_IMPORTED}"
+        f"agent_project_events: {len(history.events)} event(s) found{span}; "
+        f"{imported.imported} {verb} into {imported.sink}, {imported.already} already there"
     )
     click.echo(
         f"agent_sessions: {database.sessions} row(s), not imported "
@@ -158,7 +169,10 @@ def _print(report: Report) -> None:
         "(the coordinator keeps no project catalogue)"
     )
     if report.dry_run:
-        click.echo(f"dry run: {report.changed} record(s) would change; nothing was written")
+        click.echo(
+            f"dry run: {report.changed} record(s) and {imported.imported} event(s) would "
+            "change; nothing was written"
+        )
     else:
         click.echo(f"{report.changed} record(s) changed")
 

@@ -77,7 +77,10 @@ def parse_when(text: str, now: datetime) -> datetime:
     """An ISO 8601 time (UTC if no zone) or a relative age such as ``10m``, ``2h``, ``1d``."""
     match = _RELATIVE.fullmatch(text.strip())
     if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+        try:
+            return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+        except OverflowError:  # an age beyond what a datetime can hold
+            raise click.BadParameter(f"{text!r} is too long ago") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -104,8 +104,12 @@ def _workers(stats: NamespaceStats) -> str:
         return "none alive"
     parts = []
     for worker in stats.workers:
-        seen = "" if worker.idle is None else f"active {duration(worker.idle)} ago, "
-        parts.append(f"{worker.consumer} ({seen}{worker.pending} pending)")
+        info = worker.info
+        details = [f"{key} {info[key]}" for key in ("host", "pid") if key in info]
+        if worker.idle is not None:
+            details.append(f"active {duration(worker.idle)} ago")
+        details.append(f"{worker.pending} pending")
+        parts.append(f"{worker.consumer} ({', '.join(details)})")
     return f"{len(stats.workers)} alive: " + "; ".join(parts)
 
 

@@ -238,6 +238,19 @@ class Sink(ABC):
 
         return self._run(fetch)
 
+    def stream_ids(self, namespace: str, shard: int) -> set[str]:
+        """Identities stored for one shard (e.g. imported history, to plan a re-import)."""
+        p = self.placeholder
+
+        def fetch(cursor: Any) -> set[str]:
+            cursor.execute(
+                f"SELECT stream_id FROM {TABLE} WHERE namespace = {p} AND shard = {p}",
+                (namespace, shard),
+            )
+            return {str(row[0]) for row in cursor.fetchall()}
+
+        return self._run(fetch)
+
     def counts_by_type(self, namespace: str) -> dict[str, int]:
         p = self.placeholder
 

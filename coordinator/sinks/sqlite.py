@@ -1,9 +1,10 @@
 """SQLite sink (the default: one file in the data directory).
 
 Write-ahead logging lets readers (``coordinator events``, the clients) query while the
-worker writes; ``synchronous=NORMAL`` in WAL mode survives a process crash at any
-instant (a power loss may drop the last commits, which the worker then re-persists,
-because it acknowledges stream entries only after the commit).
+worker writes. ``synchronous=FULL`` syncs the log at every commit: the worker
+acknowledges stream entries right after the commit, so a commit that a power loss could
+still roll back (``NORMAL``) would lose acknowledged events. One sync per batch of up to
+thousands of events costs little.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class SQLiteSink(Sink):
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")
             _ensure_schema(conn)
         except BaseException:
             conn.close()
