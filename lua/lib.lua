@@ -40,7 +40,8 @@ local function reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   if not redis.call('ZSCORE', index_key, agent) then return 0 end
   -- The token comes from the expired session's id: start_session has already minted
   -- the next token into 'tok' when it reaps here.
-  local sid = redis.call('HGET', agent_key, 'sid')
+  -- (HMGET, not HGET: the worker's ACL user reaps but has no HGET, see deploy/README.md)
+  local sid = redis.call('HMGET', agent_key, 'sid')[1]
   redis.call('ZREM', index_key, agent)
   redis.call('HSET', agent_key, 'st', 'x')
   audit(stream, 'session_expired', agent, sid or '', sid and sid_token(sid) or '', '', '', '',
