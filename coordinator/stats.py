@@ -12,6 +12,10 @@ from the stream: zero when the group has read up to the last id, the whole lengt
 it has read nothing that is still in the stream, else by counting the entries after the
 group's last delivered id, at most ``lag_scan_limit`` of them (``lag_exact`` says
 whether the count is exact or a lower bound).
+
+Workers are the group's consumers whose liveness key ``<ns>:worker:<consumer>`` exists
+(``GET`` for its JSON value, ``PTTL``). Every command is one the ``coordinator-admin``
+user of ``deploy/users.acl`` may run (no ``SCAN``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from coordinator.timestamps import ms_to_datetime, stream_id_ms
 
 #: Most entries counted, per shard, to work out a lag Redis does not report.
 DEFAULT_LAG_SCAN_LIMIT: Final = 1000
-#: Liveness keys fetched per ``SCAN`` round trip.
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +69,17 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class WorkerLiveness:
-    """A live worker consumer, from its liveness key (``<ns>:worker:<consumer>``)."""
+    """A live worker consumer: its liveness key ``<ns>:worker:<consumer>`` exists."""
 
     consumer: str
-    #: Seconds the key has left; the worker refreshes it every loop.
+    #: Seconds the liveness key has left; the worker refreshes it every loop.
     ttl: float | None
+    #: Seconds since the consumer last read or acknowledged, on its freshest stream.
+    idle: float | None
+    #: Entries delivered to it and not yet acknowledged, over all shards.
+    pending: int
     #: The key's JSON value (consumer, pid, host, started_at, heartbeat_at).
-    info: Mapping[str, Any]
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +152,14 @@ class NamespaceStats:
             "dead_letters": self.dead_letters,
             "workers_alive": len(self.workers),
             "workers": [
-                {**w.info, "consumer": w.consumer, "ttl_seconds": w.ttl} for w in self.workers
+                {
+                    **w.info,
+                    "consumer": w.consumer,
+                    "ttl_seconds": w.ttl,
+                    "idle_seconds": w.idle,
+                    "pending": w.pending,
+                }
+                for w in self.workers
             ],
             "streams": [_stream_json(s) for s in self.streams],
         }
@@ -177,7 +191,7 @@ def stats_plan(
     version, nodes = _version(server)
     replicas: int | None = None
     if cluster:
-        nodes = int((yield Command("cluster_info")).get("cluster_size", nodes))
+        nodes = _primaries((yield Command("cluster_slots")), nodes)
     else:
         replication = yield Command("info", ("replication",))
         replicas = int(replication.get("connected_slaves", 0))
@@ -273,14 +287,22 @@ def stats_plan(
     else:
         idle = {}
 
-    consumers: set[str] = set()
+    # Workers are the group's consumers whose liveness key exists. The keys are read
+    # by the names XINFO CONSUMERS gives: no SCAN (it would list every namespace's
+    # key names; the admin ACL user may not run it), and on a cluster the keys, which
+    # carry no hash tag, are found on whichever node holds them.
+    seen: dict[str, tuple[float | None, int]] = {}
     for s in grouped:
-        consumers.update(_text(c["name"]) for c in detail[s][1])
-    # Liveness keys are named after the group's consumers: no SCAN, which would show
-    # the key names of every namespace (the admin ACL user is not allowed it).
+        for consumer in detail[s][1]:
+            name = _text(consumer["name"])
+            fresh = None if consumer.get("idle") is None else int(consumer["idle"]) / 1000
+            before, before_pending = seen.get(name, (None, 0))
+            if before is not None and (fresh is None or before < fresh):
+                fresh = before
+            seen[name] = (fresh, before_pending + int(consumer.get("pending") or 0))
     workers: list[WorkerLiveness] = []
-    if consumers:
-        names = sorted(consumers)
+    if seen:
+        names = sorted(seen)
         replies = yield Batch(
             tuple(
                 command
@@ -293,10 +315,10 @@ def stats_plan(
         )
         for i, name in enumerate(names):
             value, pttl = replies[2 * i], int(replies[2 * i + 1])
-            if value is not None:
-                workers.append(
-                    WorkerLiveness(name, pttl / 1000 if pttl >= 0 else None, _liveness(value))
-                )
+            if value is not None:  # no key: the consumer is gone (or not registered yet)
+                last, pending = seen[name]
+                ttl = pttl / 1000 if pttl >= 0 else None
+                workers.append(WorkerLiveness(name, ttl, last, pending, _liveness(value)))
 
     stream_stats = []
     for s in shards:
@@ -348,6 +370,13 @@ def _version(info: Mapping[str, Any]) -> tuple[str, int]:
         return str(info["redis_version"]), 1
     versions = sorted({str(section["redis_version"]) for section in info.values()})
     return ",".join(versions), len(info)
+
+
+def _primaries(slots: Any, default: int) -> int:
+    """Masters serving slots, from a cluster client's parsed ``CLUSTER SLOTS``."""
+    if isinstance(slots, Mapping):
+        return len({tuple(v["primary"]) for v in slots.values() if "primary" in v}) or default
+    return default
 
 
 def _reported_lag(group: Mapping[str, Any], stream: Mapping[str, Any], length: int) -> int | None:

@@ -208,7 +208,9 @@ def event_type(value: object) -> str | None:
         return EventType(str(value)).value
     except ValueError:
         raise InvalidInputError(
-            "event_type", f"{value!r} is not one of {', '.join(e.value for e in EventType)}"
+            # Cut: the message is one line even for a megabyte of input.
+            "event_type",
+            f"{str(value)[:80]!r} is not one of {', '.join(e.value for e in EventType)}",
         ) from None
 
 

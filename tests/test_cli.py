@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -315,7 +316,7 @@ def test_status_with_pending_entries_dead_letters_and_a_worker(
     result = ok(run("status"))
     assert "no worker is alive" not in result.stderr
     assert "1 dead-lettered event" in result.stderr
-    assert "1 alive: w1 (host box, pid 99" in result.stdout
+    assert re.search(r"1 alive: w1 \(host box, pid 99, active \d+s ago, 1 pending\)", result.stdout)
     assert "lag 1, 1 pending (oldest" in result.stdout
     header, *rows = result.stdout.split("\n\n")[1].splitlines()
     assert header.split()[:3] == ["SHARD", "LENGTH", "LAG"]
@@ -323,7 +324,13 @@ def test_status_with_pending_entries_dead_letters_and_a_worker(
 
     data = json.loads(ok(run("status", "--json")).stdout)
     assert (data["lag"], data["pending"], data["dead_letters"]) == (1, 1, 1)
-    assert data["workers"] == [{**liveness, "ttl_seconds": data["workers"][0]["ttl_seconds"]}]
+    [worker] = data["workers"]
+    assert worker == {
+        **liveness, "ttl_seconds": worker["ttl_seconds"], "idle_seconds": worker["idle_seconds"],
+        "pending": 1,
+    }  # fmt: skip
+    assert (worker["consumer"], worker["pending"]) == ("w1", 1)
+    assert 0 < worker["ttl_seconds"] <= 15
     stream = data["streams"][shard]
     assert (stream["length"], stream["group"], stream["consumers"]) == (2, True, 1)
     assert stream["oldest_pending_age_seconds"] >= 0

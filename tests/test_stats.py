@@ -66,10 +66,12 @@ def test_stats_of_a_busy_namespace(client: Any, raw: redis.Redis) -> None:
     assert stats.stream_length == 5
     assert (stats.lag, stats.pending, stats.dead_letters) == (2, 1, 2)
     [worker] = stats.workers
-    assert worker.consumer == "w1"
-    assert worker.info["pid"] == 4242
+    assert (worker.consumer, worker.pending) == ("w1", 1)
+    assert (worker.info["pid"], worker.info["host"]) == (4242, "box")
     assert worker.ttl is not None
     assert 0 < worker.ttl <= 15
+    assert worker.idle is not None
+    assert 0 <= worker.idle < 60
 
     data = stats.to_json()
     json.dumps(data)  # plain JSON types only
@@ -123,12 +125,26 @@ def test_empty_namespace(client: Any) -> None:
     assert stats.oldest_pending_age is None
 
 
-def test_only_consumers_of_the_group_are_looked_up(client: Any, raw: redis.Redis) -> None:
-    # A key without a consumer is not found: finding it would take a SCAN over every
-    # namespace's key names.
-    raw.set("test:worker:starting", json.dumps({"consumer": "starting", "pid": 1}), ex=15)
-    raw.set("other:worker:elsewhere", json.dumps({"consumer": "elsewhere"}), ex=15)
-    assert client.stats().workers == ()
+def test_a_worker_is_a_consumer_with_a_liveness_key(client: Any, raw: redis.Redis) -> None:
+    client.start_session("agent-a")
+    client.start_session("agent-b")
+    stream = _simulate_worker(client, raw, "agent-a", consumer="w1")
+    other = client._core.keys.stream(client._core.keys.shard_of("agent-b"))
+    if other != stream:
+        raw.xgroup_create(other, GROUP, id="0")
+    raw.xreadgroup(GROUP, "w1", {other: ">"})  # the same worker on a second shard
+    raw.xreadgroup(GROUP, "crashed", {stream: ">"})  # a consumer whose key expired
+    raw.set("test:worker:unregistered", "{}", ex=15)  # a key without a consumer yet
+    raw.set("other:worker:w1", "{}", ex=15)  # another namespace's worker
+    raw.persist("test:worker:w1")  # no TTL left to report
+    raw.set("test:worker:crashed-too", "not json", ex=15)
+    raw.xgroup_createconsumer(stream, GROUP, "crashed-too")
+    workers = {w.consumer: w for w in client.stats().workers}
+    assert workers["crashed-too"].info == {"raw": "not json"}
+    worker = workers.pop("w1")
+    assert list(workers) == ["crashed-too"]
+    assert (worker.consumer, worker.ttl) == ("w1", None)
+    assert worker.pending == (1 if other == stream else 2)
 
 
 @pytest.mark.single_node

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import click
 
 from coordinator.cli.main import CliState, handles_errors
@@ -108,32 +105,12 @@ def _workers(stats: NamespaceStats) -> str:
     parts = []
     for worker in stats.workers:
         info = worker.info
-        where = ", ".join(
-            f"{label} {info[key]}"
-            for key, label in (("host", "host"), ("pid", "pid"))
-            if key in info
-        )
-        age = _age(info.get("heartbeat_at"), stats.server_time)
-        if age is not None:
-            where += (", " if where else "") + f"heartbeat {duration(age)} ago"
-        parts.append(worker.consumer + (f" ({where})" if where else ""))
+        details = [f"{key} {info[key]}" for key in ("host", "pid") if key in info]
+        if worker.idle is not None:
+            details.append(f"active {duration(worker.idle)} ago")
+        details.append(f"{worker.pending} pending")
+        parts.append(f"{worker.consumer} ({', '.join(details)})")
     return f"{len(stats.workers)} alive: " + "; ".join(parts)
-
-
-def _age(value: Any, now: datetime) -> float | None:
-    """Seconds since a liveness timestamp: epoch seconds or milliseconds, or ISO 8601."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else float(value)
-        return max(0.0, now.timestamp() - seconds)
-    try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=now.tzinfo)
-    return max(0.0, (now - when).total_seconds())
 
 
 def register(group: click.Group) -> None:
