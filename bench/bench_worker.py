@@ -11,9 +11,11 @@ Against a throwaway redis-server started here (the system Redis 7 if present):
 * one worker in burst mode persisting N events into SQLite, then PostgreSQL
   (``--pg-url``), in events/s and as a ratio to the bare rate;
 * end-to-end lag (entry id time to persistence) at a steady producer rate
-  (default 5k events/s, through the coordinator's own ``set_current_project``);
-* Redis ``used_memory`` before the load, with N unconsumed events, and after the
-  worker caught up (the streams are trimmed back).
+  (default 5k events/s, through the coordinator's own ``set_current_project`` in a
+  separate process);
+* Redis ``used_memory`` and the streams' own bytes (``MEMORY USAGE``) before the
+  load, with N unconsumed events, and after the worker caught up (trimmed back). The
+  rest of ``used_memory`` that stays is the script cache the worker loaded.
 
 Events are loaded with pipelined ``XADD`` in exactly the fields the Lua scripts write
 (loading 200k through the client would time the client, not the worker).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -101,8 +104,25 @@ def worker_rate(url: str, sink_url: str, n: int) -> dict[str, Any]:
     return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
 
 
+def produce(url: str, rate: int, seconds: float, out: Any) -> None:
+    """In its own process (not competing with the worker for the GIL): ``rate``
+    ``set_current_project`` calls a second for ``seconds``; sends back how many."""
+    produced = 0
+    with Coordinator.from_url(url, namespace=NS) as client:
+        sessions = [client.start_session(f"lag-{i}") for i in range(100)]
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate)
+            while produced < due:
+                s = sessions[produced % 100]
+                client.set_current_project(s.agent_id, f"p{produced}", s.session_id)
+                produced += 1
+            time.sleep(0.001)
+        out.send((produced, produced / (time.perf_counter() - start)))
+
+
 def lag(url: str, sink_url: str, rate: int, seconds: float) -> dict[str, Any]:
-    """Producer at ``rate`` writes/s through the client; the worker's exact lags."""
+    """Producer process at ``rate`` writes/s through the client; the worker's exact lags."""
     samples: list[float] = []
     with sink_from_url(sink_url) as sink:
         worker = EventWorker(
@@ -121,21 +141,16 @@ def lag(url: str, sink_url: str, rate: int, seconds: float) -> dict[str, Any]:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),))
         thread.start()
-        produced = 0
-        with Coordinator.from_url(url, namespace=NS) as client:
-            sessions = [client.start_session(f"lag-{i}") for i in range(100)]
-            start = time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds:
-                due = int(elapsed * rate)
-                while produced < due:
-                    s = sessions[produced % 100]
-                    client.set_current_project(s.agent_id, f"p{produced}", s.session_id)
-                    produced += 1
-                time.sleep(0.001)
-            achieved = produced / (time.perf_counter() - start)
-            deadline = time.monotonic() + 30
-            while sink.count(NS) < produced + 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
+        receive, send = multiprocessing.Pipe(duplex=False)
+        producer = multiprocessing.get_context("spawn").Process(
+            target=produce, args=(url, rate, seconds, send)
+        )
+        producer.start()
+        produced, achieved = receive.recv()
+        producer.join()
+        deadline = time.monotonic() + 30
+        while sink.count(NS) < produced + 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
         loop.call_soon_threadsafe(worker.request_stop)
         thread.join()
         loop.close()
@@ -170,9 +185,15 @@ def main(argv: list[str]) -> int:
         r = server.client(decode_responses=True)
         report["redis"] = r.info("server")["redis_version"]
         reset(r)
-        memory = {"baseline": r.info("memory")["used_memory"]}
+        streams = KeySpace(NS, SHARDS).streams()
+
+        def stream_bytes() -> int:
+            return sum(int(r.memory_usage(s) or 0) for s in streams)
+
+        memory = {"baseline": r.info("memory")["used_memory"], "streams_baseline": stream_bytes()}
         load(r, n)
         memory["loaded"] = r.info("memory")["used_memory"]
+        memory["streams_loaded"] = stream_bytes()
         report["bare_xreadgroup_xack_per_s"] = round(bare_rate(r, n))
 
         sinks = {"sqlite": f"sqlite:///{Path(tmp) / 'events.db'}"}
@@ -194,6 +215,7 @@ def main(argv: list[str]) -> int:
                 report[f"worker_{name}"] = result
                 if name == "sqlite":
                     memory["after_worker"] = r.info("memory")["used_memory"]
+                    memory["streams_after_worker"] = stream_bytes()
                     memory["stream_entries_left"] = sum(
                         r.xlen(s) for s in KeySpace(NS, SHARDS).streams()
                     )

@@ -290,9 +290,13 @@ class EventWorker:
             self.consumer, self.namespace, self.keys.shards,
             self.settings.safe_redis_url, self.sink.location,
         )  # fmt: skip
+        maintenance = None if self.options.burst else asyncio.ensure_future(self._maintain())
         try:
             await self._loop()
         finally:
+            if maintenance is not None:
+                self.request_stop()
+                await maintenance
             await self._shutdown()
         log.info("worker %s stopped: %s", self.consumer, self.metrics.summary())
         return self.metrics
@@ -311,7 +315,9 @@ class EventWorker:
                 if not self._recovered:
                     await self._recover_own_pending()
                     self._recovered = True
-                await self._housekeeping()
+                if self.options.burst:
+                    await self._housekeeping()
+                await self._claim_when_due()
                 got = await self._read_new()
                 if not got and self.options.burst and await self._drained():
                     return
@@ -597,15 +603,32 @@ class EventWorker:
 
     # --- housekeeping --------------------------------------------------------------
 
+    async def _claim_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._due["claim"]:
+            self._due["claim"] = now + self.options.claim_interval
+            await self._claim()
+
+    async def _maintain(self) -> None:
+        """Liveness, reaping and trimming beside the read loop (a task of their own, so
+        their round trips never delay a read: they share no state with it)."""
+        attempt = 0
+        while not self.stopping:
+            if self._client is not None:
+                try:
+                    await self._housekeeping()
+                    attempt = 0
+                except (CoordinatorUnavailable, RedisError, RedisClusterException, OSError):
+                    attempt += 1  # the read loop reports the outage and reconnects
+                    await self._pause(self._backoff(attempt))
+            await self._pause(0.05)
+
     async def _housekeeping(self) -> None:
         now = time.monotonic()
         due = self._due
         if now >= due["live"]:
             due["live"] = now + 1.0
             await self._beat()
-        if now >= due["claim"]:
-            due["claim"] = now + self.options.claim_interval
-            await self._claim()
         if self.options.reap_interval and now >= due["reap"]:
             due["reap"] = now + self.options.reap_interval
             self.metrics.reaped += await self.coordinator.cleanup_expired_sessions()
