@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from coordinator import validation
-from coordinator.errors import SinkUnavailable
+from coordinator.errors import ConfigurationError, SinkUnavailable
 from coordinator.models import AgentEvent
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime
 
@@ -62,6 +62,73 @@ EventRow: TypeAlias = tuple[
     str, int, str, int, int, str, "str | None", str, "str | None", "str | None",
     "int | None", "int | None", bool, "str | None", "str | None", "int | None",
 ]  # fmt: skip
+
+#: The table's columns after ``id``: name and type as (SQLite, PostgreSQL). The two
+#: dialects differ only in these types.
+COLUMNS: Final = (
+    ("agent_id", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("session_id", "TEXT", "TEXT"),
+    ("event_type", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("from_project", "TEXT", "TEXT"),
+    ("to_project", "TEXT", "TEXT"),
+    ("expected_version", "INTEGER", "BIGINT"),
+    ("actual_version", "INTEGER", "BIGINT"),
+    ("success", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    ("error_message", "TEXT", "TEXT"),
+    ("metadata", "TEXT", "JSONB"),
+    ("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
+    ("namespace", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("shard", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    ("stream_id", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("created_ms", "INTEGER NOT NULL", "BIGINT NOT NULL"),
+    ("stream_seq", "INTEGER NOT NULL", "BIGINT NOT NULL"),
+    ("fencing_token", "INTEGER", "BIGINT"),
+)
+SQLITE, POSTGRES = 1, 2
+
+
+def schema_sql(dialect: int, primary_key: str) -> str:
+    """The table (``id`` as ``primary_key``), its indexes and the schema-version table."""
+    columns = ",\n    ".join(f"{c[0]} {c[dialect]}" for c in COLUMNS)
+    return f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id {primary_key},
+    {columns},
+    UNIQUE (namespace, shard, stream_id)
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (namespace, created_ms);
+CREATE INDEX IF NOT EXISTS {TABLE}_agent ON {TABLE} (namespace, agent_id, created_ms);
+CREATE INDEX IF NOT EXISTS {TABLE}_type ON {TABLE} (namespace, event_type, created_ms);
+CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL);
+"""
+
+
+SCHEMA_TABLE: Final = "coordinator_sink_schema"
+
+
+def check_existing(columns: set[str], where: str) -> None:
+    """Refuse a table of the same name with the original scribe_mcp schema."""
+    if columns and "stream_id" not in columns:
+        raise ConfigurationError(
+            f"{TABLE} in this database has the original scribe_mcp schema; {where} and "
+            "import the history with `coordinator migrate-legacy`"
+        )
+
+
+def record_version(cursor: Any, placeholder: str) -> None:
+    """Record the schema version on first use; refuse a newer one."""
+    cursor.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}")
+    recorded = cursor.fetchone()[0]
+    if recorded is None:
+        cursor.execute(
+            f"INSERT INTO {SCHEMA_TABLE} (version) VALUES ({placeholder})", (SCHEMA_VERSION,)
+        )
+    elif recorded > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the event sink has schema version {recorded}; this version of "
+            f"agent-coordinator knows {SCHEMA_VERSION} (upgrade it)"
+        )
+
 
 #: Columns read back into an :class:`AgentEvent`.
 _READ_COLUMNS: Final = ROW_COLUMNS[1:]

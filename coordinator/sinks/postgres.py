@@ -12,51 +12,33 @@ from typing import Any, ClassVar
 
 from coordinator.errors import ConfigurationError
 from coordinator.settings import redact_url
-from coordinator.sinks.base import ROW_COLUMNS, SCHEMA_VERSION, TABLE, EventRow, Sink
+from coordinator.sinks.base import (
+    COLUMNS,
+    POSTGRES,
+    ROW_COLUMNS,
+    TABLE,
+    EventRow,
+    Sink,
+    check_existing,
+    record_version,
+    schema_sql,
+)
 
 try:
     import psycopg
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    id BIGSERIAL PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    session_id TEXT,
-    event_type TEXT NOT NULL,
-    from_project TEXT,
-    to_project TEXT,
-    expected_version BIGINT,
-    actual_version BIGINT,
-    success BOOLEAN NOT NULL,
-    error_message TEXT,
-    metadata JSONB,
-    created_at TIMESTAMPTZ NOT NULL,
-    namespace TEXT NOT NULL,
-    shard INTEGER NOT NULL,
-    stream_id TEXT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    stream_seq BIGINT NOT NULL,
-    fencing_token BIGINT,
-    UNIQUE (namespace, shard, stream_id)
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (namespace, created_ms);
-CREATE INDEX IF NOT EXISTS {TABLE}_agent ON {TABLE} (namespace, agent_id, created_ms);
-CREATE INDEX IF NOT EXISTS {TABLE}_type ON {TABLE} (namespace, event_type, created_ms);
-CREATE TABLE IF NOT EXISTS coordinator_sink_schema (version INTEGER NOT NULL);
-"""
+_SCHEMA = schema_sql(POSTGRES, "BIGSERIAL PRIMARY KEY")
 
 _COLUMNS = ", ".join(ROW_COLUMNS)
 _STAGE = f"{TABLE}_incoming"
-_CREATE_STAGE = f"""
-CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
-    namespace TEXT, shard INTEGER, stream_id TEXT, created_ms BIGINT, stream_seq BIGINT,
-    agent_id TEXT, session_id TEXT, event_type TEXT, from_project TEXT, to_project TEXT,
-    expected_version BIGINT, actual_version BIGINT, success BOOLEAN, error_message TEXT,
-    metadata JSONB, fencing_token BIGINT
-) ON COMMIT DELETE ROWS
-"""
+_TYPES = {name: pg.removesuffix(" NOT NULL") for name, _, pg in COLUMNS}
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{name} {_TYPES[name]}" for name in ROW_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
 _MOVE = (
     f"INSERT INTO {TABLE} ({_COLUMNS}, created_at) "
     f"SELECT {_COLUMNS}, to_timestamp(created_ms / 1000.0) FROM {_STAGE} "
@@ -120,27 +102,11 @@ def _ensure_schema(conn: Any) -> None:
     """Create the table and indexes, or check an existing one (idempotent)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        columns = {
-            row[0]
-            for row in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = %s AND table_schema = current_schema()",
-                (TABLE,),
-            )
-        }
-        if columns and "stream_id" not in columns:
-            raise ConfigurationError(
-                f"{TABLE} in this database has the original scribe_mcp schema; use another "
-                "database or schema and import the history with `coordinator migrate-legacy`"
-            )
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = %s AND table_schema = current_schema()",
+            (TABLE,),
+        )
+        check_existing({row[0] for row in rows}, "use another database or schema")
         conn.execute(_SCHEMA)
-        recorded = conn.execute("SELECT MAX(version) FROM coordinator_sink_schema").fetchone()[0]
-        if recorded is None:
-            conn.execute(
-                "INSERT INTO coordinator_sink_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
-            )
-        elif recorded > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"the event sink has schema version {recorded}; this version of "
-                f"agent-coordinator knows {SCHEMA_VERSION} (upgrade it)"
-            )
+        record_version(conn.cursor(), "%s")

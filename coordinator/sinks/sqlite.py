@@ -14,36 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from coordinator.errors import ConfigurationError
-from coordinator.sinks.base import ROW_COLUMNS, SCHEMA_VERSION, TABLE, EventRow, Sink
+from coordinator.sinks.base import (
+    ROW_COLUMNS,
+    SQLITE,
+    TABLE,
+    EventRow,
+    Sink,
+    check_existing,
+    record_version,
+    schema_sql,
+)
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    id INTEGER PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    session_id TEXT,
-    event_type TEXT NOT NULL,
-    from_project TEXT,
-    to_project TEXT,
-    expected_version INTEGER,
-    actual_version INTEGER,
-    success INTEGER NOT NULL,
-    error_message TEXT,
-    metadata TEXT,
-    created_at TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    shard INTEGER NOT NULL,
-    stream_id TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    stream_seq INTEGER NOT NULL,
-    fencing_token INTEGER,
-    UNIQUE (namespace, shard, stream_id)
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (namespace, created_ms);
-CREATE INDEX IF NOT EXISTS {TABLE}_agent ON {TABLE} (namespace, agent_id, created_ms);
-CREATE INDEX IF NOT EXISTS {TABLE}_type ON {TABLE} (namespace, event_type, created_ms);
-CREATE TABLE IF NOT EXISTS coordinator_sink_schema (version INTEGER NOT NULL);
-"""
+_SCHEMA = schema_sql(SQLITE, "INTEGER PRIMARY KEY")
 
 # created_at is derived inside SQLite (ISO 8601, UTC, milliseconds) from created_ms:
 # formatting it in Python would cost more than the rest of the insert.
@@ -109,21 +91,10 @@ def sqlite_path(url: str) -> Path:
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the table and indexes, or check an existing one (idempotent)."""
-    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
-    if columns and "stream_id" not in columns:
-        raise ConfigurationError(
-            f"{TABLE} in this database has the original scribe_mcp schema; point the sink at "
-            "a new file and import the history with `coordinator migrate-legacy`"
-        )
+    check_existing(
+        {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")},
+        "point the sink at a new file",
+    )
     with conn:
         conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
-        recorded = conn.execute("SELECT MAX(version) FROM coordinator_sink_schema").fetchone()[0]
-        if recorded is None:
-            conn.execute(
-                "INSERT INTO coordinator_sink_schema (version) VALUES (?)", (SCHEMA_VERSION,)
-            )
-        elif recorded > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"the event sink has schema version {recorded}; this version of "
-                f"agent-coordinator knows {SCHEMA_VERSION} (upgrade it)"
-            )
+        record_version(conn.cursor(), "?")
