@@ -265,6 +265,7 @@ class EventWorker:
         self.server: MetricsServer | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._recovered = False
+        self._registered = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -359,8 +360,9 @@ class EventWorker:
         return time.monotonic() - self._last_loop < limit
 
     def ready(self) -> bool:
-        """Connected to Redis and the sink accepts writes."""
-        return self._redis_ok and self._sink_ok and self.healthy()
+        """Registered (liveness key written), connected to Redis, and the sink accepts
+        writes."""
+        return self._registered and self._redis_ok and self._sink_ok and self.healthy()
 
     # --- reading -------------------------------------------------------------------
 
@@ -652,6 +654,7 @@ class EventWorker:
         )
         ttl = max(1, round(self.options.liveness_ttl))
         await self._client.set(self.keys.worker(self.consumer), value, ex=ttl)
+        self._registered = True
 
     async def _trim(self) -> None:
         """Trim each stream below its oldest unacknowledged entry; refresh gauges."""
@@ -735,6 +738,7 @@ class EventWorker:
         with suppress(Exception):
             await self._settle()
         self._recovered = False
+        self._registered = False
         # Drop the connection: a restarted server may have lost the group and scripts.
         self._client = None
         await self.coordinator.aclose()
