@@ -274,9 +274,15 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
     renewals: dict[str, list[Operation]] = defaultdict(list)
     closed_by: dict[str, Operation] = {}
     starts: dict[str, list[Operation]] = defaultdict(list)
+    # A start of unknown outcome has no session id (the token is minted on the server),
+    # yet its session may live and be adopted by another client from the lease. Such a
+    # session, whose start is in no record, was begun by one of these.
+    unknown_starts: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
         if op.session_id and op.kind in ("start", "heartbeat") and op.outcome != "fail":
             renewals[op.session_id].append(op)
+        if op.kind == "start" and op.outcome == "unknown":
+            unknown_starts[op.agent].append(op)
         if op.kind == "start" and op.outcome == "ok":
             starts[op.agent].append(op)
         if op.kind == "end" and op.outcome == "ok" and op.session_id:
@@ -285,28 +291,31 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
                 closed_by[op.session_id] = op
         if op.kind == "error":
             anomalies.append(Anomaly("error", op.agent, f"unexpected error: {op.error}"))
+    known = {op.session_id for op in ops if op.kind == "start" and op.session_id}
     newest_before = {agent: _Starts(group) for agent, group in starts.items()}
     for op in ops:
         if op.kind != "cas" or op.outcome != "ok" or not op.session_id:
             continue
+        candidates = renewals[op.session_id]
+        if op.session_id not in known:
+            candidates = [*unknown_starts[op.agent], *candidates]
         # The lease's latest possible deadline: a renewal could have run as late as its
         # own completion (or the write's, if that came first).
         deadline = max(
-            (
-                min(r.complete, op.complete) + ttl_ns
-                for r in renewals[op.session_id]
-                if r.invoke < op.complete
-            ),
+            (min(r.complete, op.complete) + ttl_ns for r in candidates if r.invoke < op.complete),
             default=0,
         )
         if op.invoke > deadline + CLOCK_MARGIN_NS:
+            if deadline:
+                why = f"{(op.invoke - deadline) / 1e6:.0f} ms past it"
+            else:
+                why = "no start or heartbeat of the session before it"
             anomalies.append(
                 Anomaly(
                     "stale_write",
                     op.agent,
-                    "write accepted after the lease had run out "
-                    f"({(op.invoke - deadline) / 1e6:.0f} ms past it)",
-                    (*(r.describe() for r in renewals[op.session_id][-3:]), op.describe()),
+                    f"write accepted after the lease had run out ({why})",
+                    (*(r.describe() for r in candidates[-3:]), op.describe()),
                 )
             )
         ended = closed_by.get(op.session_id)
