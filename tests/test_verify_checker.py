@@ -281,6 +281,38 @@ def test_write_after_the_lease_ran_out_is_caught() -> None:
     assert real_time([start, renewed, late], lease_ttl=1.0) == []
     maybe = op("heartbeat", 900, None, "unknown", session_id="s1", fencing_token=1)
     assert real_time([start, maybe, late], lease_ttl=1.0) == []
+    # The evidence: the renewals before the write and the heartbeats refused since, not
+    # the renewals after it.
+    refused = op("heartbeat", 900, 901, "fail", session_id="s1", error="expired")
+    after = op("heartbeat", 1700, 1701, session_id="s1", fencing_token=1)
+    [found] = real_time([start, refused, late, after], lease_ttl=1.0)
+    assert "(599 ms past it)" in found.message
+    assert [line.split("] ")[0] for line in found.evidence] == [
+        "[0.0 .. 1.0 ms",
+        "[900.0 .. 901.0 ms",
+        "[1600.0 .. 1601.0 ms",
+    ]
+
+
+def test_a_session_begun_by_a_start_of_unknown_outcome_may_be_adopted() -> None:
+    # Client 0's start was cut off by a restart, so it never learned the session id;
+    # the session lived, client 1 adopted it from the lease and wrote with it at once.
+    maybe = op("start", 4000, None, "unknown")
+    adopted = write(4400, 4401, "p1", 1, session_id="s1", fencing_token=1, process=1)
+    assert real_time([maybe, adopted], lease_ttl=0.5) == []
+    # Without such a start the session came from nowhere.
+    [found] = real_time([adopted], lease_ttl=0.5)
+    assert found.kind == "stale_write"
+    assert "no start or heartbeat" in found.message
+    assert "its start is in no record" in found.message
+    # An unknown start begins no session whose start is recorded...
+    known = op("start", 0, 1, session_id="s1", fencing_token=1)
+    assert [a.kind for a in real_time([known, maybe, adopted], lease_ttl=0.5)] == ["stale_write"]
+    # ...nor one of another agent, nor a session written with before the start was sent.
+    other = op("start", 4000, None, "unknown", agent="b")
+    assert [a.kind for a in real_time([other, adopted], lease_ttl=0.5)] == ["stale_write"]
+    after = op("start", 4402, None, "unknown")
+    assert [a.kind for a in real_time([after, adopted], lease_ttl=0.5)] == ["stale_write"]
 
 
 @pytest.mark.parametrize("closer", ["end", "newer start"])

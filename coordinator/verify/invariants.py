@@ -272,11 +272,18 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
     anomalies: list[Anomaly] = []
     ttl_ns = int(lease_ttl * 1e9)
     renewals: dict[str, list[Operation]] = defaultdict(list)
+    refused: dict[str, list[Operation]] = defaultdict(list)  # failed heartbeats (evidence)
     closed_by: dict[str, Operation] = {}
     starts: dict[str, list[Operation]] = defaultdict(list)
+    # A start of unknown outcome has no session id (the token is minted on the server),
+    # yet its session may live and be adopted by another client from the lease. Such a
+    # session, whose start is in no record, was begun by one of these.
+    unknown_starts: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
-        if op.session_id and op.kind in ("start", "heartbeat") and op.outcome != "fail":
-            renewals[op.session_id].append(op)
+        if op.session_id and op.kind in ("start", "heartbeat"):
+            (refused if op.outcome == "fail" else renewals)[op.session_id].append(op)
+        if op.kind == "start" and op.outcome == "unknown":
+            unknown_starts[op.agent].append(op)
         if op.kind == "start" and op.outcome == "ok":
             starts[op.agent].append(op)
         if op.kind == "end" and op.outcome == "ok" and op.session_id:
@@ -285,28 +292,36 @@ def real_time(ops: Sequence[Operation], lease_ttl: float) -> list[Anomaly]:
                 closed_by[op.session_id] = op
         if op.kind == "error":
             anomalies.append(Anomaly("error", op.agent, f"unexpected error: {op.error}"))
+    known = {op.session_id for op in ops if op.kind == "start" and op.session_id}
     newest_before = {agent: _Starts(group) for agent, group in starts.items()}
     for op in ops:
         if op.kind != "cas" or op.outcome != "ok" or not op.session_id:
             continue
+        candidates = renewals[op.session_id]
+        if op.session_id not in known:
+            candidates = [*unknown_starts[op.agent], *candidates]
         # The lease's latest possible deadline: a renewal could have run as late as its
         # own completion (or the write's, if that came first).
-        deadline = max(
-            (
-                min(r.complete, op.complete) + ttl_ns
-                for r in renewals[op.session_id]
-                if r.invoke < op.complete
-            ),
-            default=0,
-        )
+        before = [r for r in candidates if r.invoke < op.complete]
+        deadline = max((min(r.complete, op.complete) + ttl_ns for r in before), default=0)
         if op.invoke > deadline + CLOCK_MARGIN_NS:
+            if deadline:
+                why = f"{(op.invoke - deadline) / 1e6:.0f} ms past it"
+            else:
+                why = "no start or heartbeat of the session before it"
+            if op.session_id not in known:
+                why += "; its start is in no record"
+            # The renewals that bound the deadline, and the session's heartbeats that
+            # failed since (a renewal that did apply would explain the write).
+            since = before[-3].invoke if len(before) >= 3 else 0
+            failed = [r for r in refused[op.session_id] if since <= r.invoke < op.complete]
+            shown = sorted([*before[-3:], *failed], key=lambda r: r.invoke)
             anomalies.append(
                 Anomaly(
                     "stale_write",
                     op.agent,
-                    "write accepted after the lease had run out "
-                    f"({(op.invoke - deadline) / 1e6:.0f} ms past it)",
-                    (*(r.describe() for r in renewals[op.session_id][-3:]), op.describe()),
+                    f"write accepted after the lease had run out ({why})",
+                    (*(r.describe() for r in shown), op.describe()),
                 )
             )
         ended = closed_by.get(op.session_id)
