@@ -179,7 +179,12 @@ class Coordinator:
         return self._run(self._core.heartbeat(session_id, ttl))
 
     def end_session(self, agent_id: str, session_id: str) -> bool:
-        """End the session; True if it is now ended by this call or an earlier one."""
+        """End the session; True if it is now ended by this call or an earlier one.
+
+        False when it is not the agent's live session. One ambiguity: when a
+        connection failure loses the reply of an attempt that did end it, the resend
+        answers False if a newer session of the agent started in between.
+        """
         return self._run(self._core.end_session(agent_id, session_id))
 
     def revoke_session(self, agent_id: str, reason: str = DEFAULT_REVOKE_REASON) -> bool:

@@ -351,3 +351,18 @@ def test_persisted_audit_must_equal_the_stream_one_for_one() -> None:
     flagged = flagged.model_copy(update={"shard": -2})
     [regression] = compare_persisted([*events, flagged], stream, 0, -2)
     assert "version went back" in regression.message
+
+
+def test_an_end_overtaken_by_a_newer_start_may_answer_0() -> None:
+    # The end's first attempt ended s1 (the event is there), its reply was lost, and a
+    # newer session started before the resend, which answered 0.
+    events = {"a": [started("s1", 1), event(EventType.SESSION_ENDED, "s1", fencing_token=1)]}
+    first = op("start", 0, 1, session_id="s1", fencing_token=1)
+    end = op("end", 10, 300, session_id="s1", flag=0)
+    newer = op("start", 50, 60, session_id="s2", fencing_token=2)
+    events["a"].append(started("s2", 2))
+    assert match_history([first, end, newer], events) == []
+    # Without a start while it was in flight, a 0 beside an end event is an anomaly.
+    later = op("start", 400, 410, session_id="s2", fencing_token=2)
+    [found] = match_history([first, end, later], events)
+    assert found.message.startswith("session_ended events: 1")

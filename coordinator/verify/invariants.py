@@ -194,7 +194,20 @@ def match_history(
         n = ended[sid]
         said_yes = any(op.flag == 1 for op in group)
         unsure = any(op.outcome == "unknown" for op in group)
-        if n > 1 or (said_yes and n == 0) or (n == 1 and not said_yes and not unsure):
+        # An end whose reply a connection failure lost is resent by the client; if a
+        # newer session of the agent started in between, the resend answers 0 (the
+        # documented ambiguity of end_session's result).
+        agent = group[0].agent
+        overtaken = any(
+            start.session_id != sid and start.invoke < end.complete and start.complete > end.invoke
+            for end in group
+            for start in starts[agent]
+        )
+        if (
+            n > 1
+            or (said_yes and n == 0)
+            or (n == 1 and not said_yes and not unsure and not overtaken)
+        ):
             anomalies.append(
                 Anomaly(
                     "audit",
