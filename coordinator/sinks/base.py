@@ -76,7 +76,14 @@ COLUMNS: Final = (
     ("success", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
     ("error_message", "TEXT", "TEXT"),
     ("metadata", "TEXT", "JSONB"),
-    ("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
+    # SQLite derives it from created_ms when read (ISO 8601, UTC, milliseconds): no
+    # cost per insert. PostgreSQL stores it (filled from created_ms by the insert).
+    (
+        "created_at",
+        "TEXT GENERATED ALWAYS AS "
+        "(strftime('%Y-%m-%dT%H:%M:%fZ', created_ms / 1000.0, 'unixepoch')) VIRTUAL",
+        "TIMESTAMPTZ NOT NULL",
+    ),
     ("namespace", "TEXT NOT NULL", "TEXT NOT NULL"),
     ("shard", "INTEGER NOT NULL", "INTEGER NOT NULL"),
     ("stream_id", "TEXT NOT NULL", "TEXT NOT NULL"),

@@ -27,12 +27,10 @@ from coordinator.sinks.base import (
 
 _SCHEMA = schema_sql(SQLITE, "INTEGER PRIMARY KEY")
 
-# created_at is derived inside SQLite (ISO 8601, UTC, milliseconds) from created_ms:
-# formatting it in Python would cost more than the rest of the insert.
 _INSERT = (
-    f"INSERT OR IGNORE INTO {TABLE} ({', '.join(ROW_COLUMNS)}, created_at) VALUES ("
-    + ", ".join(f"?{i}" for i in range(1, len(ROW_COLUMNS) + 1))
-    + ", strftime('%Y-%m-%dT%H:%M:%fZ', ?4 / 1000.0, 'unixepoch'))"
+    f"INSERT OR IGNORE INTO {TABLE} ({', '.join(ROW_COLUMNS)}) VALUES ("
+    + ", ".join("?" for _ in ROW_COLUMNS)
+    + ")"
 )
 
 
