@@ -61,6 +61,8 @@ from coordinator.metrics import MetricsServer, WorkerMetrics
 from coordinator.models import EventType
 from coordinator.settings import Settings
 from coordinator.sinks import EventRow, Sink, sink_from_url
+from coordinator.sinks.process import ProcessSink
+from coordinator.sinks.sqlite import SQLiteSink
 from coordinator.timestamps import stream_id_key
 
 log = logging.getLogger("coordinator.worker")
@@ -121,8 +123,10 @@ class WorkerOptions:
     #: Upper bound of the backoff between retries during an outage (s).
     retry_cap: float = 5.0
     #: Agents whose last version and fencing token are remembered for the regression
-    #: check (least recently seen forgotten first).
+    #: check (the first seen forgotten first).
     watch_agents: int = 200_000
+    #: Write a SQLite sink named by URL from a child process (see sinks/process.py).
+    sink_process: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch", "block_ms", "claim_idle_ms", "max_deliveries", "watch_agents"):
@@ -147,13 +151,6 @@ def default_consumer() -> str:
     return f"{host or 'worker'}-{os.getpid()}"
 
 
-@dataclass(slots=True)
-class _Seen:
-    key: tuple[int, int]
-    version: int | None
-    token: int | None
-
-
 @dataclass
 class RegressionWatch:
     """Remembers each agent's last persisted version and fencing token.
@@ -164,41 +161,46 @@ class RegressionWatch:
     """
 
     capacity: int = 200_000
-    seen: dict[str, _Seen] = field(default_factory=dict)
+    #: agent -> (ms, seq) of its last event, highest version and fencing token seen
+    seen: dict[str, tuple[int, int, int | None, int | None]] = field(default_factory=dict)
 
     def check(self, rows: Sequence[EventRow]) -> list[tuple[EventRow, str, str]]:
         """Rows that regress, with the kind and a description."""
         found: list[tuple[EventRow, str, str]] = []
         seen = self.seen
+        get = seen.get
         for row in rows:
             if not row[12]:  # rejected attempts change nothing
                 continue
-            agent, etype, version, token = row[5], row[7], row[11], row[15]
-            key = (row[3], row[4])
-            prev = seen.pop(agent, None)  # pop + insert keeps recently seen agents last
+            agent, etype, token = row[5], row[7], row[15]
+            version = row[11] if etype in _VERSIONED else None
+            prev = get(agent)
             if prev is None:
-                prev = _Seen(key, None, None)
-            elif key <= prev.key:  # a re-delivery (or an older entry): nothing new
-                seen[agent] = prev
+                seen[agent] = (row[3], row[4], version, token)
                 continue
-            if etype in _VERSIONED and version is not None:
-                if prev.version is not None and version <= prev.version:
+            ms, seq, last_version, last_token = prev
+            if (row[3], row[4]) <= (ms, seq):  # a re-delivery (or older): nothing new
+                continue
+            if version is not None and last_version is not None:
+                if version <= last_version:
                     found.append(
-                        (row, "version_regression", f"version {version} after {prev.version}")
+                        (row, "version_regression", f"version {version} after {last_version}")
                     )
-                prev.version = version if prev.version is None else max(prev.version, version)
-            if token is not None:
-                if prev.token is not None and (
-                    token < prev.token or (etype == _STARTED and token == prev.token)
-                ):
+                    version = last_version
+            elif version is None:
+                version = last_version
+            if token is not None and last_token is not None:
+                if token < last_token or (etype == _STARTED and token == last_token):
                     found.append(
-                        (row, "fencing_regression", f"fencing token {token} after {prev.token}")
+                        (row, "fencing_regression", f"fencing token {token} after {last_token}")
                     )
-                prev.token = token if prev.token is None else max(prev.token, token)
-            prev.key = key
-            seen[agent] = prev
-            if len(seen) > self.capacity:
-                del seen[next(iter(seen))]
+                token = max(token, last_token)
+            elif token is None:
+                token = last_token
+            seen[agent] = (row[3], row[4], version, token)
+        # Forget the agents seen first (insertion order) beyond the capacity.
+        for _ in range(len(seen) - self.capacity):
+            del seen[next(iter(seen))]
         return found
 
 
@@ -237,6 +239,7 @@ class EventWorker:
         if settings.socket_timeout < floor:
             settings = Settings(**{**dict(settings), "socket_timeout": floor})
         self.settings = settings
+        self.sink: Sink | ProcessSink
         if sink is None:
             if settings.sink_url is None:
                 from coordinator.paths import default_sink_url
@@ -244,7 +247,14 @@ class EventWorker:
                 sink = sink_from_url(default_sink_url())
             else:
                 sink = sink_from_url(settings.sink_url.get_secret_value())
-        self.sink = sink
+            # SQLite works in the calling process, holding the GIL while it binds rows:
+            # a writer process of its own lets reading and writing use two cores.
+            if self.options.sink_process and isinstance(sink, SQLiteSink):
+                self.sink = ProcessSink(sink)
+            else:
+                self.sink = sink
+        else:
+            self.sink = sink
         self.coordinator = AsyncCoordinator(settings)
         self.keys = self.coordinator.keys
         self.namespace = self.keys.namespace
@@ -413,7 +423,7 @@ class EventWorker:
         out: list[Entry] = []
         for stream, items in _stream_pairs(replies):
             shard = self.streams[stream]
-            out.extend((shard, entry_id, fields) for entry_id, fields in items)
+            out += [(shard, entry_id, fields) for entry_id, fields in items]
         return out
 
     async def _recover_own_pending(self) -> None:

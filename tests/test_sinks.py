@@ -143,3 +143,36 @@ def test_bad_query_arguments_are_rejected(sink: Sink) -> None:
 
 def _at(i: int) -> datetime:
     return datetime.fromtimestamp((T0 + i) / 1000, tz=UTC)
+
+
+def test_a_process_sink_writes_through_its_child_and_survives_its_death(tmp_path: Path) -> None:
+    from coordinator.sinks.process import ProcessSink, SinkRefused
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    sink = ProcessSink(sink_from_url(url))
+    try:
+        assert sink.write([row(1), row(2)]) == 2
+        assert sink.write([row(2), row(3)]) == 1  # insert-or-ignore, in the child
+        assert sink.count("ns") == 3  # reads stay in this process
+        child = sink._child
+        assert child is not None
+        child.kill()
+        child.wait()
+        assert sink.write([row(4)]) == 1  # a dead child is noticed and replaced
+        replaced = sink._child
+        assert replaced is not None
+        assert replaced.pid != child.pid
+        # Dying during a request (seen as alive when the batch was sent) is an outage.
+        replaced.kill()
+        replaced.wait()
+        replaced.poll = lambda: None  # type: ignore[method-assign]
+        with pytest.raises(SinkUnavailable) as info:
+            sink.write([row(6)])
+        assert info.value.maybe_applied
+        assert sink.write([row(6)]) == 1  # and the next write starts a new child
+        with pytest.raises(SinkRefused):  # the data, not an outage: the worker splits
+            sink.write([row(5, actual_version=2**70)])
+        assert sink.count("ns") == 5
+    finally:
+        sink.close()
+    assert sink._child is None

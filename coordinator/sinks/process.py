@@ -1,0 +1,146 @@
+"""A sink whose writes run in a child process.
+
+SQLite works inside the process that calls it, and binding a batch's parameters holds
+the GIL: in the worker, the write thread and the read loop then share one interpreter.
+This wrapper sends each batch (pickled rows) to a child process that owns the real
+sink and answers with the count, so reading and writing use two cores. The child
+commits before it answers, so acknowledging after ``write`` returns keeps the
+exactly-once guarantee; a child that dies is an outage (``SinkUnavailable``) and is
+started again on the next write.
+
+The child is ``python -m coordinator.sinks.process`` talking over its stdin and stdout
+(not ``multiprocessing``, whose children import the parent's ``__main__`` again); the
+sink URL, which may hold a password, is passed in its environment, not its arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Final
+
+from coordinator.errors import SinkUnavailable
+from coordinator.sinks.base import EventRow, Sink
+
+
+class SinkRefused(Exception):
+    """The child's sink refused the batch's data (not an outage)."""
+
+
+#: Environment variable carrying the sink URL to the child.
+URL_VARIABLE: Final = "COORDINATOR_SINK_WRITER_URL"
+
+
+def _serve(url: str, incoming: Connection, outgoing: Connection) -> None:
+    from coordinator.sinks import sink_from_url
+
+    sink = sink_from_url(url)
+    try:
+        while True:
+            try:
+                rows = incoming.recv()
+            except EOFError:  # the parent is gone
+                return
+            try:
+                reply: tuple[Any, ...] = ("ok", sink.write(rows))
+            except SinkUnavailable as exc:
+                reply = ("unavailable", str(exc))
+            except Exception as exc:
+                reply = ("refused", f"{type(exc).__name__}: {exc}")
+            try:
+                outgoing.send(reply)
+            except OSError:
+                return
+    finally:
+        sink.close()
+
+
+class ProcessSink:
+    """Writes through a child process; everything else through ``inner`` (in process)."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pipes: tuple[Connection, Connection] | None = None
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # reads, ping, counts: in this process
+
+    def start(self) -> None:
+        """Start the writer process now (else on the first write)."""
+        with self._lock:
+            self._connection()
+
+    def write(self, rows: Sequence[EventRow]) -> int:
+        if not rows:
+            return 0
+        with self._lock:
+            send, receive = self._connection()
+            try:
+                send.send(list(rows))
+                kind, value = receive.recv()
+            except (EOFError, OSError) as exc:
+                self._stop()
+                raise SinkUnavailable(
+                    f"event sink {self.location} unavailable: its writer process exited",
+                    maybe_applied=True,
+                ) from exc
+        if kind == "ok":
+            return int(value)
+        if kind == "unavailable":
+            raise SinkUnavailable(value, maybe_applied=True)
+        raise SinkRefused(value)
+
+    def _connection(self) -> tuple[Connection, Connection]:
+        if self._pipes is None or self._child is None or self._child.poll() is not None:
+            self._stop()
+            self.inner.ping()  # schema created here first: errors surface in this process
+            child = subprocess.Popen(
+                [sys.executable, "-m", "coordinator.sinks.process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, URL_VARIABLE: self.inner.url},
+            )
+            assert child.stdin is not None
+            assert child.stdout is not None
+            send = Connection(os.dup(child.stdin.fileno()), readable=False)
+            receive = Connection(os.dup(child.stdout.fileno()), writable=False)
+            child.stdin.close()
+            child.stdout.close()
+            self._child, self._pipes = child, (send, receive)
+        return self._pipes
+
+    def _stop(self) -> None:
+        pipes, self._pipes = self._pipes, None
+        child, self._child = self._child, None
+        if pipes is not None:
+            for pipe in pipes:
+                pipe.close()  # the child's recv sees EOF and exits
+        if child is not None:
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+        self.inner.close()
+
+
+if __name__ == "__main__":
+    _serve(
+        os.environ.pop(URL_VARIABLE),
+        Connection(os.dup(0), writable=False),
+        Connection(os.dup(1), readable=False),
+    )
