@@ -174,16 +174,24 @@ def test_poison_and_refused_entries_go_to_dead_letters(
     client.close()
 
 
-def test_entries_of_a_dead_consumer_are_claimed_or_dead_lettered(
-    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
-) -> None:
+def read_by_a_peer(redis_url: str, raw: redis.Redis, peer: str) -> tuple[Coordinator, Any, str]:
+    """agent-1's session_started entry, read (not acked) by another consumer ``peer``;
+    returns a client, the session and the agent's stream."""
     client = Coordinator.from_url(redis_url, namespace=NS)
     session = client.start_session("agent-1")
     keys = KeySpace(NS, 16)
     stream = keys.stream(keys.shard_of("agent-1"))
     raw.xgroup_create(stream, "coordinator", id="0")
-    # A consumer that read the entry and died before acking it...
-    assert raw.xreadgroup("coordinator", "dead-one", {stream: ">"})
+    assert raw.xreadgroup("coordinator", peer, {stream: ">"})
+    return client, session, stream
+
+
+def test_entries_of_a_dead_consumer_are_claimed_or_dead_lettered(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    client, session, stream = read_by_a_peer(redis_url, raw, "dead-one")
+    keys = KeySpace(NS, 16)
+    # A consumer that read the entry (above) and died before acking it...
     client.set_current_project("agent-1", "p", session.session_id)
     # ...and an entry that has already been delivered too often (it crashes workers).
     raw.xreadgroup("coordinator", "dead-two", {stream: ">"})
@@ -201,12 +209,8 @@ def test_entries_of_a_dead_consumer_are_claimed_or_dead_lettered(
 def test_trimming_never_drops_unacknowledged_entries(
     redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
 ) -> None:
-    client = Coordinator.from_url(redis_url, namespace=NS)
-    session = client.start_session("agent-1")
-    keys = KeySpace(NS, 16)
-    stream = keys.stream(keys.shard_of("agent-1"))
-    raw.xgroup_create(stream, "coordinator", id="0")
-    held = raw.xreadgroup("coordinator", "slow-peer", {stream: ">"})[0][1][0][0]  # in flight
+    client, session, stream = read_by_a_peer(redis_url, raw, "slow-peer")
+    held = raw.xrange(stream)[0][0]  # the peer's entry, in flight
     for v in range(5):
         client.set_current_project("agent-1", f"p{v}", session.session_id)
     worker = make_worker(sqlite_sink, trim_interval=0.05, claim_idle_ms=600_000)
