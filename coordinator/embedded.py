@@ -148,7 +148,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -269,7 +270,7 @@ class EmbeddedRedis:
                 old = int(self.pidfile.read_text().strip() or 0)
             except ValueError:
                 old = 0
-            if old and _pid_alive(old) and "redis" in _cmdline(old):
+            if old and pid_alive(old) and "redis" in _cmdline(old):
                 self._release_lock()
                 raise DataDirInUse(self.data_dir, f"redis-server pid {old} still runs on it")
             self.pidfile.unlink(missing_ok=True)

@@ -36,6 +36,13 @@ LEASE_REASONS: tuple[LeaseReason, ...] = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for
+    one-line logs and errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class CoordinatorError(Exception):
     """Root of every error raised by this package."""
 

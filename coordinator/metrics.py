@@ -41,17 +41,6 @@ class Histogram:
         self.total += value
         self.n += 1
 
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding quantile ``q`` (inf past the last bound)."""
-        if not self.n:
-            return 0.0
-        rank, seen = q * self.n, 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            seen += count
-            if seen >= rank:
-                return bound
-        return float("inf")
-
     def buckets(self) -> list[tuple[str, int]]:
         out, running = [], 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):

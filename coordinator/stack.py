@@ -24,7 +24,7 @@ from types import TracebackType
 
 import redis
 
-from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port
+from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port, pid_alive
 from coordinator.errors import CoordinatorError
 from coordinator.keys import KeySpace
 from coordinator.paths import default_sink_url
@@ -78,17 +78,7 @@ def read_stack(data_dir: Path) -> StackInfo | None:
         info = StackInfo(**json.loads((data_dir / STACK_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return info if _alive(info.pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return info if pid_alive(info.pid) else None
 
 
 class LocalStack:

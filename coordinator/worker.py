@@ -55,6 +55,7 @@ from coordinator.errors import (
     CoordinatorUnavailable,
     InvalidInputError,
     SinkUnavailable,
+    first_line,
 )
 from coordinator.events import entry_row
 from coordinator.metrics import MetricsServer, WorkerMetrics
@@ -790,8 +791,7 @@ def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 async def run_worker(

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from coordinator import validation
-from coordinator.errors import ConfigurationError, SinkUnavailable
+from coordinator.errors import ConfigurationError, SinkUnavailable, first_line
 from coordinator.models import AgentEvent
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime
 
@@ -165,7 +165,9 @@ def event_row(namespace: str, event: AgentEvent) -> EventRow:
     )
 
 
-def _event(row: Sequence[Any]) -> AgentEvent:
+def row_event(row: Sequence[Any]) -> AgentEvent:
+    """The event of a row in :data:`ROW_COLUMNS` order without its namespace (as read
+    back from the table, or an :data:`EventRow` minus its first item)."""
     (shard, stream_id, created_ms, _seq, agent, session, etype, from_p, to_p, expected,
      actual, success, error, metadata, token) = row  # fmt: skip
     if isinstance(metadata, str):
@@ -240,7 +242,7 @@ class Sink(ABC):
             except self.outage_errors as exc:
                 self._disconnect()
                 raise SinkUnavailable(
-                    f"event sink {self.location} unavailable: {_one_line(exc)}",
+                    f"event sink {self.location} unavailable: {first_line(exc)}",
                     maybe_applied=write,
                 ) from exc
 
@@ -274,7 +276,7 @@ class Sink(ABC):
 
         def fetch(cursor: Any) -> list[AgentEvent]:
             cursor.execute(sql, params)
-            return [_event(row) for row in cursor.fetchall()]
+            return [row_event(row) for row in cursor.fetchall()]
 
         return self._run(fetch)
 
@@ -292,7 +294,7 @@ class Sink(ABC):
 
             def fetch(cursor: Any, params: tuple[Any, ...] = params) -> list[AgentEvent]:
                 cursor.execute(sql, params)
-                return [_event(row) for row in cursor.fetchall()]
+                return [row_event(row) for row in cursor.fetchall()]
 
             batch = self._run(fetch)
             yield from batch
@@ -384,8 +386,3 @@ class Sink(ABC):
             clauses.append(f"created_ms <= {p}")
             params.append(datetime_to_ms(validation.moment("until", until)))
         return " AND ".join(clauses), params
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
