@@ -37,7 +37,7 @@ from coordinator.errors import (
     ShardCountMismatch,
     UnexpectedReply,
 )
-from coordinator.events import decode_entry, matches
+from coordinator.events import matching_events
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import SCRIPT_NAMES
@@ -425,9 +425,7 @@ class CoordinatorCore:
             )
             fresh: list[AgentEvent] = []
             for shard, entries in zip(shards, replies, strict=True):
-                for entry_id, fields in entries:
-                    if matches(fields, agent, etype):
-                        fresh.append(decode_entry(shard, entry_id, fields))
+                fresh += matching_events(shard, entries, agent, etype)
                 if entries:
                     last[shard] = entries[-1][0]
             if fresh:
@@ -464,9 +462,7 @@ class CoordinatorCore:
             )
             still = []
             for shard, entries in zip(active, replies, strict=True):
-                for entry_id, fields in entries:
-                    if matches(fields, agent, etype):
-                        found[shard].append(decode_entry(shard, entry_id, fields))
+                found[shard] += matching_events(shard, entries, agent, etype)
                 if len(entries) == page and len(found[shard]) < limit:
                     upper[shard] = "(" + entries[-1][0]
                     still.append(shard)

@@ -8,14 +8,11 @@ stream id, so no field carries a timestamp.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from coordinator.models import AgentEvent, EventType
-from coordinator.timestamps import ms_to_datetime, stream_id_ms
-from coordinator.validation import decode_metadata
-
-if TYPE_CHECKING:
-    from coordinator.sinks.base import EventRow
+from coordinator.sinks.base import EventRow, row_event
 
 #: Field order of every audit entry (must match ``audit()`` in lua/lib.lua).
 EVENT_FIELDS: Final = (
@@ -38,27 +35,29 @@ def _opt_int(value: str | None) -> int | None:
 
 
 def decode_entry(shard: int, stream_id: str, fields: dict[str, Any]) -> AgentEvent:
-    """Turn one stream entry into an :class:`AgentEvent`.
+    """Turn one stream entry into an :class:`AgentEvent` (checked as the worker checks
+    it: :func:`entry_row`). Raises ``KeyError``/``ValueError``/``TypeError`` for an entry
+    that is not a well-formed event; the worker dead-letters those."""
+    return row_event(entry_row("", shard, stream_id, fields)[1:])
 
-    Raises ``KeyError``/``ValueError`` (pydantic's ``ValidationError`` is one) for an
-    entry that is not a well-formed event; the worker dead-letters those.
-    """
-    return AgentEvent(
-        agent_id=fields["agent_id"],
-        session_id=fields["session_id"] or None,
-        event_type=fields["event_type"],
-        from_project=fields["from_project"] or None,
-        to_project=fields["to_project"] or None,
-        expected_version=_opt_int(fields["expected_version"]),
-        actual_version=_opt_int(fields["actual_version"]),
-        success=fields["success"] == "1",
-        error_message=fields["error_message"] or None,
-        metadata=decode_metadata(fields["metadata"]),
-        created_at=ms_to_datetime(stream_id_ms(stream_id)),
-        fencing_token=_opt_int(fields["fencing_token"]),
-        shard=shard,
-        stream_id=stream_id,
-    )
+
+def matching_events(
+    shard: int,
+    entries: Sequence[tuple[str, dict[str, Any]]],
+    agent_id: str | None,
+    event_type: str | None,
+) -> list[AgentEvent]:
+    """The entries of one shard that match the filters, decoded. An entry that is not a
+    well-formed event is left out: readers must not fail on what the worker is about to
+    dead-letter."""
+    found = []
+    for stream_id, fields in entries:
+        if matches(fields, agent_id, event_type):
+            try:
+                found.append(decode_entry(shard, stream_id, fields))
+            except (KeyError, ValueError, TypeError):
+                continue
+    return found
 
 
 def matches(fields: dict[str, Any], agent_id: str | None, event_type: str | None) -> bool:

@@ -270,10 +270,11 @@ def test_sink_outage_pauses_and_resumes(
     client = Coordinator.from_url(redis_url, namespace=NS)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # the database is unavailable for writing
+    # Written before the worker starts, so its first read holds them all.
+    emitted = activity(client, agents=5, switches=1)
     worker = make_worker(sink, block_ms=50, retry_cap=0.2)
     running = Running(worker)
     try:
-        emitted = activity(client, agents=5, switches=1)
         wait_until(lambda: worker.metrics.sink_errors >= 3)
         assert not worker.ready()
         assert group_pending(raw) == emitted
@@ -434,3 +435,14 @@ def test_the_compat_adapter_lists_persisted_events(
     assert [e["event_type"] for e in events] == [
         "project_switched", "project_set", "session_started",
     ]  # fmt: skip
+
+
+def test_reads_of_the_streams_skip_an_entry_that_is_not_an_event(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    # The worker dead-letters such an entry; until it does, readers must not fail on it.
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    client.start_session("agent-1")
+    raw.xadd(KeySpace(NS, 16).stream(3), {"garbage": "yes"})
+    assert [e.event_type for e in client.get_agent_events()] == [EventType.SESSION_STARTED]
+    client.close()
