@@ -290,3 +290,38 @@ def state_of(raw: redis.Redis) -> Callable[..., dict[str, Any]]:
         return state
 
     return capture
+
+
+class RunningWorker:
+    """An EventWorker running on its own event loop in a thread, until ``stop()`` (or
+    the end of a ``with`` block); its error, if any, is raised by ``stop()``."""
+
+    def __init__(self, worker: Any) -> None:
+        import threading
+
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_until_complete(self.worker.run())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self, timeout: float = 30) -> None:
+        self.loop.call_soon_threadsafe(self.worker.request_stop)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        self.loop.close()
+        self.worker.sink.close()
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> RunningWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

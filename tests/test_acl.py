@@ -89,6 +89,7 @@ def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
     """The privileged client: flushes before the test and inspects state."""
     client = acl_server.client(decode_responses=True)
     client.flushall()
+    client.acl_log_reset()
     yield client
     client.close()
 

@@ -7,10 +7,12 @@ the worker and change nothing trying; the admin user runs the CLI's read command
 revokes. (The library-level rules of each role: tests/test_acl.py.)
 """
 
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +20,19 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from coordinator import Coordinator, EmbeddedRedis, Settings
+from coordinator import Coordinator, Settings
 from coordinator.cli.main import cli
 from coordinator.keys import KeySpace
 from coordinator.sinks import sink_from_url
-from tests.conftest import snapshot, wait_until
-from tests.test_acl import ACL_FILE, AclRedis, acl_with_passwords, password
-from tests.test_worker_topologies import BackgroundWorker
+from coordinator.worker import EventWorker, WorkerOptions
+from tests.conftest import RunningWorker, snapshot, wait_until
+
+# The users.acl server (`acl_server`) and its privileged client (`ops`) are test_acl's
+# fixtures, imported so pytest finds them here: the test parameters that name them are
+# not redefinitions (hence F811 is off for this file).
+from tests.test_acl import AclRedis, acl_server, ops, password, url_of  # noqa: F401
 
 KEYS = KeySpace("coord", 16)
-
-
-@pytest.fixture(scope="module")
-def acl_server(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AclRedis]:
-    folder = tmp_path_factory.mktemp("acl-worker")
-    aclfile = folder / "users.acl"
-    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
-    server = AclRedis(
-        folder / "data", port=0, unix_socket=False, binary=redis_server.binary,
-        config={"aclfile": str(aclfile)},
-    )  # fmt: skip
-    with server:
-        yield server
-
-
-@pytest.fixture
-def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
-    client = acl_server.client(decode_responses=True)
-    client.flushall()
-    client.acl_log_reset()
-    yield client
-    client.close()
-
-
-def url_of(server: EmbeddedRedis, user: str) -> str:
-    return f"redis://{user}:{password(user)}@127.0.0.1:{server.port}/0"
 
 
 @pytest.fixture
@@ -131,7 +109,7 @@ def test_worker_check_as_the_worker_user(
         namespace="coord",
         sink_url=f"sqlite:///{tmp_path / 'events.db'}",
     )
-    with BackgroundWorker(settings, consumer="w1", block_ms=50):
+    with RunningWorker(EventWorker(settings, None, WorkerOptions(consumer="w1", block_ms=50))):
         wait_until(lambda: ops.exists("coord:worker:w1"))
         alive = check("--consumer", "w1")
         assert alive.exit_code == 0, alive.output

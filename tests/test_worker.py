@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,34 +19,9 @@ from coordinator.cli.main import cli
 from coordinator.keys import KeySpace
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.worker import ANOMALY_SHARD, EventWorker, WorkerOptions
-from tests.conftest import stream_entries, wait_until
+from tests.conftest import RunningWorker, stream_entries, wait_until
 
 NS = "test"
-
-
-class Running:
-    """An EventWorker running on its own event loop in a thread."""
-
-    def __init__(self, worker: EventWorker) -> None:
-        self.worker = worker
-        self.loop = asyncio.new_event_loop()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            self.loop.run_until_complete(self.worker.run())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def stop(self, timeout: float = 30) -> None:
-        self.loop.call_soon_threadsafe(self.worker.request_stop)
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        self.loop.close()
-        if self.error is not None:
-            raise self.error
 
 
 @pytest.fixture
@@ -214,7 +188,7 @@ def test_trimming_never_drops_unacknowledged_entries(
     for v in range(5):
         client.set_current_project("agent-1", f"p{v}", session.session_id)
     worker = make_worker(sqlite_sink, trim_interval=0.05, claim_idle_ms=600_000)
-    running = Running(worker)
+    running = RunningWorker(worker)
     try:
         wait_until(lambda: sqlite_sink.count(NS) == 5)
         wait_until(lambda: worker.metrics.pending == 1 and worker.metrics.stream_length == 6)
@@ -233,7 +207,7 @@ def test_two_workers_share_the_load_without_duplicates(
 ) -> None:
     client = Coordinator.from_url(redis_url, namespace=NS)
     workers = [make_worker(sink, consumer=f"w{i}", batch=20, block_ms=50) for i in range(2)]
-    running = [Running(w) for w in workers]
+    running = [RunningWorker(w) for w in workers]
     try:
         emitted = activity(client, agents=100, switches=4)
         wait_until(lambda: sink.count(NS) == emitted, timeout=30)
@@ -250,7 +224,7 @@ def test_reaper_turns_an_expired_lease_into_an_event(
     redis_url: str, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
 ) -> None:
     client = Coordinator.from_url(redis_url, namespace=NS)
-    running = Running(make_worker(sqlite_sink, reap_interval=0.1, block_ms=50))
+    running = RunningWorker(make_worker(sqlite_sink, reap_interval=0.1, block_ms=50))
     try:
         client.start_session("short-lived", ttl=0.3)
         wait_until(lambda: sqlite_sink.count(NS, event_type="session_expired") == 1, timeout=10)
@@ -273,7 +247,7 @@ def test_sink_outage_pauses_and_resumes(
     # Written before the worker starts, so its first read holds them all.
     emitted = activity(client, agents=5, switches=1)
     worker = make_worker(sink, block_ms=50, retry_cap=0.2)
-    running = Running(worker)
+    running = RunningWorker(worker)
     try:
         wait_until(lambda: worker.metrics.sink_errors >= 3)
         assert not worker.ready()
@@ -297,7 +271,7 @@ def test_redis_restart_and_a_lost_group_are_survived(
     with EmbeddedRedis(tmp_path / "redis", binary=redis_server.binary, port=0) as server:
         settings = Settings.from_url(server.url, namespace=NS)
         worker = EventWorker(settings, sqlite_sink, WorkerOptions(block_ms=50, retry_cap=0.2))
-        running = Running(worker)
+        running = RunningWorker(worker)
         client = Coordinator(settings)
         try:
             first = activity(client, agents=5, switches=1)
@@ -325,7 +299,7 @@ def test_regressions_in_the_persisted_audit_raise_anomalies(
     client = Coordinator.from_url(redis_url, namespace=NS)
     session = client.start_session("agent-1")
     worker = make_worker(sqlite_sink, block_ms=50)
-    running = Running(worker)
+    running = RunningWorker(worker)
     try:
         for v in range(3):
             client.set_current_project("agent-1", f"p{v}", session.session_id)
@@ -364,7 +338,7 @@ def test_metrics_health_and_liveness_check(
     check = ["--redis-url", redis_url, "--namespace", NS, "worker", "--check"]
     assert runner.invoke(cli, check).exit_code == 1
     worker = make_worker(sqlite_sink, metrics_port=0, block_ms=50, consumer="probe")
-    running = Running(worker)
+    running = RunningWorker(worker)
     try:
         wait_until(lambda: worker.server is not None and worker.server.port != 0)
         assert worker.server is not None

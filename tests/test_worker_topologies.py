@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.keys import KeySpace
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
-from tests.conftest import wait_until
+from tests.conftest import RunningWorker, wait_until
 
 NAMESPACE = "test"
 KEYS = KeySpace(NAMESPACE, 16)
@@ -172,32 +171,6 @@ def group(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[EmbeddedSenti
         yield started
 
 
-class BackgroundWorker:
-    """A worker running in its own thread and event loop until stopped."""
-
-    def __init__(self, settings: Settings, **options: Any) -> None:
-        assert settings.sink_url is not None
-        self.sink = sink_from_url(settings.sink_url.get_secret_value())
-        self.worker = EventWorker(settings, self.sink, WorkerOptions(**options))
-        self.loop = asyncio.new_event_loop()
-        self.metrics: Any = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.metrics = self.loop.run_until_complete(self.worker.run())
-
-    def __enter__(self) -> BackgroundWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.worker.request_stop)
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        self.loop.close()
-        self.sink.close()
-
-
 def test_the_worker_resumes_after_a_failover_and_persists_every_event(
     group: EmbeddedSentinel, tmp_path: Path
 ) -> None:
@@ -207,7 +180,8 @@ def test_the_worker_resumes_after_a_failover_and_persists_every_event(
     reader = sink_from_url(sink_url)
     agents = [f"agent-{i}" for i in range(8)]
     try:
-        with BackgroundWorker(settings, consumer="w1", claim_idle_ms=500) as background:
+        worker = EventWorker(settings, None, WorkerOptions(consumer="w1", claim_idle_ms=500))
+        with RunningWorker(worker):
             sessions = {a: writer.start_session(a) for a in agents}
             for agent in agents:
                 writer.set_current_project(agent, "a", sessions[agent].session_id)
@@ -228,7 +202,7 @@ def test_the_worker_resumes_after_a_failover_and_persists_every_event(
                 writer.set_current_project(agent, "c", sessions[agent].session_id)
             expected = 4 * len(agents)
             wait_until(lambda: reader.count(NAMESPACE) == expected, timeout=60)
-        assert background.metrics.redis_errors > 0  # it saw the outage and resumed
+        assert worker.metrics.redis_errors > 0  # it saw the outage and resumed
         events = list(reader.events(NAMESPACE))
         assert len(events) == expected
         assert len({(e.shard, e.stream_id) for e in events}) == expected
