@@ -173,6 +173,15 @@ def test_a_process_sink_writes_through_its_child_and_survives_its_death(tmp_path
         with pytest.raises(SinkRefused):  # the data, not an outage: the worker splits
             sink.write([row(5, actual_version=2**70)])
         assert sink.count("ns") == 5
+        # Every kind of value crosses to the child unchanged (rows travel as marshal).
+        event = AgentEvent(
+            agent_id="agent-ü", session_id=None, event_type=EventType.CONFLICT_DETECTED,
+            from_project="old", to_project=None, expected_version=3, actual_version=None,
+            success=False, error_message="version ✗", metadata={"k": [1, "ü"], "n": None},
+            created_at=_at(42), fencing_token=2**62, shard=15, stream_id=f"{T0 + 42}-9",
+        )  # fmt: skip
+        assert sink.write([event_row("other", event)]) == 1
+        assert sink.query("other") == [event]
     finally:
         sink.close()
     assert sink._child is None

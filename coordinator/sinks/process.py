@@ -2,7 +2,7 @@
 
 SQLite works inside the process that calls it, and binding a batch's parameters holds
 the GIL: in the worker, the write thread and the read loop then share one interpreter.
-This wrapper sends each batch (pickled rows) to a child process that owns the real
+This wrapper sends each batch (rows as ``marshal`` data) to a child process that owns the real
 sink and answers with the count, so reading and writing use two cores. The child
 commits before it answers, so acknowledging after ``write`` returns keeps the
 exactly-once guarantee; a child that dies is an outage (``SinkUnavailable``) and is
@@ -15,6 +15,7 @@ sink URL, which may hold a password, is passed in its environment, not its argum
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
@@ -31,6 +32,12 @@ class SinkRefused(Exception):
     """The child's sink refused the batch's data (not an outage)."""
 
 
+#: Rows go to the child as ``marshal`` data (they hold only str, int, bool and None,
+#: and both ends run the same interpreter): about 3x cheaper to write than pickle,
+#: which memoises every string, and the write runs in the worker, beside its reading.
+#: Version 2 does without marshal's back-references, the slower part of dumping.
+_MARSHAL_VERSION: Final = 2
+
 #: Environment variable carrying the sink URL to the child.
 URL_VARIABLE: Final = "COORDINATOR_SINK_WRITER_URL"
 
@@ -42,7 +49,7 @@ def _serve(url: str, incoming: Connection, outgoing: Connection) -> None:
     try:
         while True:
             try:
-                rows = incoming.recv()
+                rows = marshal.loads(incoming.recv_bytes())
             except EOFError:  # the parent is gone
                 return
             try:
@@ -86,7 +93,7 @@ class ProcessSink:
         with self._lock:
             send, receive = self._connection()
             try:
-                send.send(list(rows))
+                send.send_bytes(marshal.dumps(list(rows), _MARSHAL_VERSION))
                 kind, value = receive.recv()
             except (EOFError, OSError) as exc:
                 self._stop()
@@ -139,8 +146,13 @@ class ProcessSink:
 
 
 if __name__ == "__main__":
-    _serve(
-        os.environ.pop(URL_VARIABLE),
-        Connection(os.dup(0), writable=False),
-        Connection(os.dup(1), readable=False),
-    )
+    from coordinator.collector import fewer_collections
+
+    # Each batch unpacks into tens of thousands of tuples, all freed by reference
+    # counting (measured: about 4 % of the child's CPU per row).
+    with fewer_collections():
+        _serve(
+            os.environ.pop(URL_VARIABLE),
+            Connection(os.dup(0), writable=False),
+            Connection(os.dup(1), readable=False),
+        )
