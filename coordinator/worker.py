@@ -50,6 +50,7 @@ from redis.exceptions import (
 from coordinator import constants as C
 from coordinator import validation
 from coordinator.aio import AsyncCoordinator
+from coordinator.collector import fewer_collections
 from coordinator.errors import (
     AccessDenied,
     CoordinatorUnavailable,
@@ -274,7 +275,8 @@ class EventWorker:
         self._due = {"claim": 0.0, "reap": 0.0, "trim": 0.0, "live": 0.0}
         self._outage_logged: dict[str, float] = {}
         self.server: MetricsServer | None = None
-        self._inflight: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None  # the batch being written
+        self._acking: asyncio.Future[None] | None = None  # the last batch's acknowledgement
         self._recovered = False
         self._registered = False
 
@@ -304,7 +306,8 @@ class EventWorker:
         )  # fmt: skip
         maintenance = None if self.options.burst else asyncio.ensure_future(self._maintain())
         try:
-            await self._loop()
+            with fewer_collections():
+                await self._loop()
         finally:
             if maintenance is not None:
                 self.request_stop()
@@ -409,16 +412,29 @@ class EventWorker:
             )  # fmt: skip
         entries = self._entries(replies)
         prepared = self._prepare(entries) if entries else None
-        await self._settle()
+        await self._settle_write()
         if prepared is not None:
             self._inflight = asyncio.ensure_future(self._complete(entries, *prepared))
         return bool(entries)
 
-    async def _settle(self) -> None:
-        """Wait for the batch being persisted (and acknowledged), if any."""
+    async def _settle_write(self) -> None:
+        """Wait for the batch being persisted, if any (its acknowledgement may still be
+        under way); raise a failed acknowledgement's error as soon as it is known."""
         task, self._inflight = self._inflight, None
         if task is not None:
             await task
+        if self._acking is not None and self._acking.done():
+            acking, self._acking = self._acking, None
+            acking.result()
+
+    async def _settle(self) -> None:
+        """Wait for the batch being persisted and for every acknowledgement."""
+        try:
+            await self._settle_write()
+        finally:
+            acking, self._acking = self._acking, None
+            if acking is not None:
+                await acking
 
     def _entries(self, replies: Any) -> list[Entry]:
         out: list[Entry] = []
@@ -479,8 +495,11 @@ class EventWorker:
     # --- persisting ----------------------------------------------------------------
 
     async def _handle(self, entries: list[Entry]) -> None:
+        """Persist and acknowledge ``entries`` before returning (the callers read the
+        pending list next)."""
         await self._settle()
         await self._complete(entries, *self._prepare(entries))
+        await self._settle()
 
     def _prepare(self, entries: list[Entry]) -> tuple[list[EventRow], list[tuple[Entry, str]]]:
         """Decode a batch into sink rows, setting aside entries that cannot be."""
@@ -502,25 +521,44 @@ class EventWorker:
     async def _complete(
         self, entries: list[Entry], rows: list[EventRow], bad: list[tuple[Entry, str]]
     ) -> None:
-        """Persist, dead-letter what must be, acknowledge; then metrics and the watch."""
+        """Persist a batch, then finish it in the background (:meth:`_acknowledge`): the
+        next batch's write starts without waiting for this one's round trips."""
         started = time.perf_counter()
         refused = await self._persist(rows)
         if refused:
             by_id = {(e[0], e[1]): e for e in entries}
             for row, reason in refused:
                 bad.append((by_id[(row[1], row[2])], reason))
+            # Only what the sink holds counts for lag and the regression watch.
+            dropped = {(row[1], row[2]) for row, _ in refused}
+            rows = [row for row in rows if (row[1], row[2]) not in dropped]
+        self.metrics.observe_lags(int(time.time() * 1000), (row[3] for row in rows))
+        previous = self._acking
+        self._acking = asyncio.ensure_future(
+            self._acknowledge(previous, entries, rows, bad, started)
+        )
+
+    async def _acknowledge(
+        self,
+        previous: asyncio.Future[None] | None,
+        entries: list[Entry],
+        persisted: list[EventRow],
+        bad: list[tuple[Entry, str]],
+        started: float,
+    ) -> None:
+        """Watch the persisted rows for regressions, dead-letter what must be and
+        acknowledge the rest. Each batch's turn comes after the one before (the watch
+        needs stream order); acknowledging only ever follows the batch's own commit."""
+        if previous is not None:
+            await previous  # a failure stops the later ones too: they stay pending
+        if persisted:
+            await self._check_regressions(persisted)
         for entry, reason in bad:
             await self._dead_letter(entry, reason)
         await self._ack(entries, exclude={(e[0][0], e[0][1]) for e in bad})
         self.metrics.batches += 1
         self.metrics.batch_size.observe(len(entries))
         self.metrics.batch_duration.observe(time.perf_counter() - started)
-        if refused:  # only what the sink holds counts for lag and the regression watch
-            dropped = {(row[1], row[2]) for row, _ in refused}
-            rows = [row for row in rows if (row[1], row[2]) not in dropped]
-        self.metrics.observe_lags(int(time.time() * 1000), (row[3] for row in rows))
-        if rows:
-            await self._check_regressions(rows)
 
     async def _persist(self, rows: list[EventRow]) -> list[tuple[EventRow, str]]:
         """Store rows; return those the sink refused (isolated by splitting)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator, EmbeddedRedis, EventType, InvalidInputError, Settings
 from coordinator.cli.main import cli
+from coordinator.collector import THRESHOLD
 from coordinator.keys import KeySpace
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.worker import ANOMALY_SHARD, EventWorker, WorkerOptions
@@ -99,6 +101,52 @@ def test_burst_persists_every_event_once_and_trims(
     assert again.read == 0
     assert sink.count(NS) == emitted
     client.close()
+
+
+def test_a_batch_is_acknowledged_after_its_commit_while_the_next_one_is_written(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    """Acknowledging batch k (a round trip) overlaps writing batch k+1, and never
+    precedes batch k's own commit. Each acknowledgement here is held until the next
+    batch's write has begun: a worker that waited for acknowledgements before writing
+    again would never get there."""
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    emitted = activity(client)
+    client.close()
+    worker = make_worker(sqlite_sink, burst=True, batch=1)  # at most 16 entries a read
+    started: list[int] = []  # row count of each write, as it begins (in the write thread)
+    write = sqlite_sink.write
+
+    def recording_write(rows: Any) -> int:
+        started.append(len(rows))
+        return write(rows)
+
+    sqlite_sink.write = recording_write  # type: ignore[method-assign]
+    acked: list[int] = []
+    ack = worker._ack
+    collector = []
+
+    async def held_ack(entries: Any, exclude: Any) -> None:
+        batch = len(acked)
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(started) <= batch + 1 and sum(started) < emitted:
+            assert asyncio.get_running_loop().time() < deadline, "writes wait for acks"
+            await asyncio.sleep(0.002)
+        stored = {(e.shard, e.stream_id) for e in sqlite_sink.events(NS)}
+        assert {(shard, eid) for shard, eid, _ in entries} <= stored  # committed first
+        collector.append(gc.get_threshold()[0])
+        acked.append(len(entries))
+        await ack(entries, exclude)
+
+    worker._ack = held_ack  # type: ignore[method-assign]
+    thresholds = gc.get_threshold()
+    metrics = asyncio.run(worker.run())
+    assert metrics.persisted == emitted
+    assert len(acked) == len(started) > 2
+    assert group_pending(raw) == 0
+    # The worker raised the collector's threshold while it ran, and put it back.
+    assert set(collector) == {THRESHOLD}
+    assert gc.get_threshold() == thresholds
 
 
 def test_get_agent_events_merges_sink_and_unpersisted_tail(
