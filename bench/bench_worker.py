@@ -2,7 +2,7 @@
 
     python bench/bench_worker.py                    # 200k events, SQLite and PostgreSQL
     python bench/bench_worker.py --events 20000 --lag-seconds 3   # a short run
-    python bench/bench_worker.py --json docs/bench-results/worker.json
+    python bench/bench_worker.py --repeat 5 --json docs/bench-results/worker.json
 
 Against a throwaway redis-server started here (the system Redis 7 if present):
 
@@ -10,6 +10,9 @@ Against a throwaway redis-server started here (the system Redis 7 if present):
   ``XACK`` and nothing else, measured in the same run as the baseline;
 * one worker in burst mode persisting N events into SQLite, then PostgreSQL
   (``--pg-url``), in events/s and as a ratio to the bare rate;
+* with ``--repeat R``, R rounds of all three (each round measures its own baseline);
+  every run is reported with the median and the slowest, since one run on a shared
+  machine says little;
 * end-to-end lag (entry id time to persistence) at a steady producer rate
   (default 5k events/s, through the coordinator's own ``set_current_project`` in a
   separate process);
@@ -171,16 +174,30 @@ def lag(url: str, sink_url: str, rate: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def summary(runs: list[dict[str, Any]], bare: list[float]) -> dict[str, Any]:
+    """Every run of one sink, each with its ratio to its own round's baseline."""
+    for run, baseline in zip(runs, bare, strict=True):
+        run["ratio_to_bare"] = round(run["events_per_s"] / baseline, 2)
+    rates = [run["events_per_s"] for run in runs]
+    return {
+        "events_per_s": round(statistics.median(rates)),
+        "slowest_events_per_s": min(rates),
+        "ratio_to_bare": round(statistics.median(r["ratio_to_bare"] for r in runs), 2),
+        "runs": runs,
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--lag-rate", type=int, default=5000)
     parser.add_argument("--lag-seconds", type=float, default=20)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     n = opts.events
-    report: dict[str, Any] = {"events": n}
+    report: dict[str, Any] = {"events": n, "rounds": opts.repeat}
     with (
         tempfile.TemporaryDirectory() as tmp,
         EmbeddedRedis(
@@ -199,30 +216,40 @@ def main(argv: list[str]) -> int:
         load(r, n)
         memory["loaded"] = r.info("memory")["used_memory"]
         memory["streams_loaded"] = stream_bytes()
-        report["bare_xreadgroup_xack_per_s"] = round(bare_rate(r, n))
 
-        sinks = {"sqlite": f"sqlite:///{Path(tmp) / 'events.db'}"}
-        if opts.pg_url:
-            schema = f"bench_{uuid.uuid4().hex[:8]}"
-            import psycopg
+        schemas: list[str] = []
 
-            with psycopg.connect(opts.pg_url, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {schema}")
-            sinks["postgres"] = f"{opts.pg_url}?options=-csearch_path%3D{schema}"
+        def sink_urls() -> dict[str, str]:
+            """A new SQLite file and PostgreSQL schema: every run starts empty."""
+            urls = {"sqlite": f"sqlite:///{Path(tmp) / f'events{len(schemas)}.db'}"}
+            schemas.append(f"bench_{uuid.uuid4().hex[:8]}")
+            if opts.pg_url:
+                import psycopg
+
+                with psycopg.connect(opts.pg_url, autocommit=True) as conn:
+                    conn.execute(f"CREATE SCHEMA {schemas[-1]}")
+                urls["postgres"] = f"{opts.pg_url}?options=-csearch_path%3D{schemas[-1]}"
+            return urls
+
+        bare: list[float] = []
+        runs: dict[str, list[dict[str, Any]]] = {}
         try:
-            for name, url in sinks.items():
+            for round_ in range(opts.repeat):
                 reset(r)
                 load(r, n)
-                result = worker_rate(server.url, url, n)
-                result["ratio_to_bare"] = round(
-                    result["events_per_s"] / report["bare_xreadgroup_xack_per_s"], 2
-                )
-                report[f"worker_{name}"] = result
-                if name == "sqlite":
-                    memory["after_worker"] = r.info("memory")["used_memory"]
-                    memory["streams_after_worker"] = stream_bytes()
-                    memory["stream_entries_left"] = sum(
-                        r.xlen(s) for s in KeySpace(NS, SHARDS).streams()
+                bare.append(bare_rate(r, n))
+                for name, url in sink_urls().items():
+                    reset(r)
+                    load(r, n)
+                    runs.setdefault(name, []).append(worker_rate(server.url, url, n))
+                    if name == "sqlite" and round_ == 0:
+                        memory["after_worker"] = r.info("memory")["used_memory"]
+                        memory["streams_after_worker"] = stream_bytes()
+                        memory["stream_entries_left"] = sum(r.xlen(s) for s in streams)
+                    print(
+                        f"round {round_ + 1}: bare {bare[-1]:,.0f}/s, "
+                        f"{name} {runs[name][-1]['events_per_s']:,}/s",
+                        file=sys.stderr,
                     )
             reset(r)
             report["lag"] = lag(
@@ -230,8 +257,15 @@ def main(argv: list[str]) -> int:
             )
         finally:
             if opts.pg_url:
+                import psycopg
+
                 with psycopg.connect(opts.pg_url, autocommit=True) as conn:
-                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
+                    for schema in schemas:
+                        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        report["bare_xreadgroup_xack_per_s"] = round(statistics.median(bare))
+        report["bare_runs"] = [round(b) for b in bare]
+        for name, sink_runs in runs.items():
+            report[f"worker_{name}"] = summary(sink_runs, bare)
         memory["bytes_per_in_flight_event"] = round((memory["loaded"] - memory["baseline"]) / n)
         report["memory"] = memory
         r.close()
