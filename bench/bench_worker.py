@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -92,7 +93,20 @@ def bare_rate(r: redis.Redis, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def worker_rate(url: str, sink_url: str, n: int) -> dict[str, Any]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def worker_rate(r: redis.Redis, url: str, sink_url: str, n: int) -> dict[str, Any]:
+    """One burst run over ``n`` loaded events: its rate, and the CPU each process spent
+    per event (on 2 cores the three share, the sum is what bounds the rate)."""
     with sink_from_url(sink_url) as sink:
         sink.ping()  # schema created outside the timing
         # The sink as `coordinator worker` opens it (SQLite: in a writer process).
@@ -101,15 +115,30 @@ def worker_rate(url: str, sink_url: str, n: int) -> dict[str, Any]:
             None,
             WorkerOptions(burst=True, reap_interval=0, consumer="bench"),
         )
+        writer = None
         if isinstance(worker.sink, ProcessSink):
             worker.sink.start()  # not timed: the writer process's start-up
+            assert worker.sink._child is not None
+            writer = worker.sink._child.pid
+        cpu = {"redis": redis_cpu(r), "worker": time.process_time()}
+        if writer is not None:
+            cpu["writer"] = process_cpu(writer)
         start = time.perf_counter()
         metrics = asyncio.run(worker.run())
         seconds = time.perf_counter() - start
+        cpu["redis"] = redis_cpu(r) - cpu["redis"]
+        cpu["worker"] = time.process_time() - cpu["worker"]
+        if writer is not None:
+            cpu["writer"] = process_cpu(writer) - cpu["writer"]
         worker.sink.close()
         assert metrics.persisted == n, metrics.summary()
         assert sink.count(NS) == n
-    return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds)}
+    return {
+        "events": n,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(n / seconds),
+        "cpu_us_per_event": {name: round(t / n * 1e6, 2) for name, t in cpu.items()},
+    }
 
 
 def produce(url: str, rate: int, seconds: float, out: Any) -> None:
@@ -245,7 +274,7 @@ def main(argv: list[str]) -> int:
                     bare.setdefault(name, []).append(bare_rate(r, n))
                     reset(r)
                     load(r, n)
-                    runs.setdefault(name, []).append(worker_rate(server.url, sink_url(name), n))
+                    runs.setdefault(name, []).append(worker_rate(r, server.url, sink_url(name), n))
                     if name == "sqlite" and round_ == 0:
                         memory["after_worker"] = r.info("memory")["used_memory"]
                         memory["streams_after_worker"] = stream_bytes()
