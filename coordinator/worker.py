@@ -337,7 +337,7 @@ class EventWorker:
                 if not got and self.options.burst and await self._drained():
                     return
             except _Stopped:
-                return
+                break  # still settle the acknowledgements under way
             except (NoPermissionError, AuthenticationError) as exc:
                 # Wrong credentials, or an ACL user without the worker's commands:
                 # retrying cannot help. Exit; the supervisor restarts the worker.

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from coordinator import Coordinator, EmbeddedRedis, EventType, InvalidInputError, Settings
 from coordinator.cli.main import cli
 from coordinator.collector import THRESHOLD
+from coordinator.errors import SinkUnavailable
 from coordinator.keys import KeySpace
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.worker import ANOMALY_SHARD, EventWorker, WorkerOptions
@@ -309,6 +310,61 @@ def test_sink_outage_pauses_and_resumes(
     assert group_pending(raw) == 0
     sink.close()
     client.close()
+
+
+def test_stopping_during_a_sink_outage_still_acknowledges_the_batch_before(
+    redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    """The first batch is committed and its acknowledgement is under way when the sink
+    fails for the next one and the worker is asked to stop: it acknowledges the first
+    before it shuts down, and leaves the second pending."""
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    emitted = activity(client)
+    client.close()
+    worker = make_worker(sqlite_sink, burst=True, batch=1, retry_cap=0.05)
+    write = sqlite_sink.write
+    written: list[int] = []
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def failing_after_one(rows: Any) -> int:
+        if written:
+            assert loop is not None
+            loop.call_soon_threadsafe(worker.request_stop)
+            raise SinkUnavailable("sink down", maybe_applied=False)
+        written.append(write(rows))
+        return written[0]
+
+    sqlite_sink.write = failing_after_one  # type: ignore[method-assign]
+    ack = worker._ack
+
+    async def ack_once_stopping(entries: Any, exclude: Any) -> None:
+        while not worker.stopping:  # held until the stop was asked for
+            await asyncio.sleep(0.002)
+        await ack(entries, exclude)
+
+    worker._ack = ack_once_stopping  # type: ignore[method-assign]
+    shutdown = worker._shutdown
+    acking_at_shutdown: list[object] = []
+
+    async def recording_shutdown() -> None:
+        acking_at_shutdown.append(worker._acking)
+        await shutdown()
+
+    worker._shutdown = recording_shutdown  # type: ignore[method-assign]
+
+    async def main() -> Any:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        return await worker.run()
+
+    metrics = asyncio.run(main())
+    assert acking_at_shutdown == [None]  # nothing left running behind the shutdown
+    assert written
+    assert metrics.persisted == written[0]
+    assert sqlite_sink.count(NS) == written[0]
+    # Read but not persisted: pending for the next start; the first batch: acknowledged.
+    assert group_pending(raw) == metrics.read - written[0] > 0
+    assert metrics.read < emitted
 
 
 def test_redis_restart_and_a_lost_group_are_survived(
