@@ -20,6 +20,7 @@ def _cas_racer(url: str, session_id: str, attempts: int, start: Any) -> tuple[li
     client = Coordinator.from_url(url, namespace="test")
     wins: list[int] = []
     conflicts = 0
+    client.get_current_project("agent")  # connected before the start
     start.wait()
     for i in range(attempts):
         current = client.get_current_project("agent")
@@ -40,6 +41,7 @@ def _cas_racer(url: str, session_id: str, attempts: int, start: Any) -> tuple[li
 
 def _blind_writer(url: str, session_id: str, attempts: int, start: Any) -> tuple[list[int], int]:
     client = Coordinator.from_url(url, namespace="test")
+    client.get_current_project("agent")  # connected before the start
     start.wait()
     versions = [
         client.set_current_project("agent", "p", session_id).version for _ in range(attempts)
@@ -53,14 +55,15 @@ def _race(redis_url: str, target: Any) -> tuple[list[int], int, str]:
     session = setup.start_session("agent")
     setup.close()
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Manager().Event()
+    # A barrier, not an event set at once: spawned processes start a second or so
+    # apart, and one could finish its attempts before the next began (seen in CI).
+    start = ctx.Manager().Barrier(PROCESSES, timeout=120)
     with ctx.Pool(PROCESSES) as pool:
         results = [
             pool.apply_async(target, (redis_url, session.session_id, ATTEMPTS, start))
             for _ in range(PROCESSES)
         ]
-        start.set()
-        outcomes = [r.get(timeout=120) for r in results]
+        outcomes = [r.get(timeout=180) for r in results]
     wins = [v for won, _ in outcomes for v in won]
     conflicts = sum(c for _, c in outcomes)
     return wins, conflicts, session.session_id
