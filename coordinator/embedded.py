@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -157,6 +158,25 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def terminate(
+    process: subprocess.Popen[Any], timeout: float, signum: int | None = signal.SIGTERM
+) -> bool:
+    """Ask a child process to exit with ``signum`` (None: it was asked some other way,
+    e.g. its input closed), wait up to ``timeout`` seconds, then kill it. True if it had
+    to be killed."""
+    if process.poll() is not None:
+        return False
+    if signum is not None:
+        process.send_signal(signum)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False
 
 
 class EmbeddedRedis:
@@ -347,13 +367,8 @@ class EmbeddedRedis:
         """Graceful shutdown (SIGTERM: Redis flushes the append-only file), then wait."""
         self.resume()  # a paused server would not act on SIGTERM
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            terminate(process, timeout)
         if process is not None and process.stderr is not None:
             process.stderr.close()
         self._release_lock()

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from types import TracebackType
 
 import redis
 
-from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port, pid_alive
+from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port, pid_alive, terminate
 from coordinator.errors import CoordinatorError
 from coordinator.keys import KeySpace
 from coordinator.paths import default_sink_url
@@ -144,14 +143,8 @@ class LocalStack:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the worker first (it finishes and acks its batch), then Redis."""
         worker, self.worker = self.worker, None
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("worker pid %s did not stop in %ss; killing it", worker.pid, timeout)
-                worker.kill()
-                worker.wait()
+        if worker is not None and terminate(worker, timeout):
+            log.warning("worker pid %s did not stop in %ss; killed it", worker.pid, timeout)
         with contextlib.suppress(FileNotFoundError):
             info = read_stack(self.data_dir)
             if info is None or info.pid == os.getpid():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 
 from coordinator import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
+from coordinator.embedded import terminate
 from tests.conftest import BINARIES
 
 
@@ -73,3 +77,20 @@ def test_bad_configuration_fails_with_the_log(tmp_path: Path) -> None:
 def test_missing_binary(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedRedisError, match="no redis-server"):
         EmbeddedRedis(tmp_path, binary=tmp_path / "nope")
+
+
+def test_terminate_signals_then_kills_a_child_that_does_not_exit() -> None:
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert terminate(polite, 10) is False  # SIGTERM was enough
+    assert polite.returncode == -signal.SIGTERM
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert stubborn.stdout is not None
+    stubborn.stdout.readline()  # SIGTERM is ignored from here on
+    assert terminate(stubborn, 0.2) is True
+    assert stubborn.returncode == -signal.SIGKILL
+    stubborn.stdout.close()
+    assert terminate(stubborn, 0.2) is False  # already gone: nothing to do

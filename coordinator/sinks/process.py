@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from coordinator.embedded import terminate
 from coordinator.errors import SinkUnavailable
 from coordinator.sinks.base import EventRow, Sink
 
@@ -133,11 +134,7 @@ class ProcessSink:
             for pipe in pipes:
                 pipe.close()  # the child's recv sees EOF and exits
         if child is not None:
-            try:
-                child.wait(5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            terminate(child, 5, signum=None)
 
     def close(self) -> None:
         with self._lock:

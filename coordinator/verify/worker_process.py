@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from coordinator.embedded import terminate
 from coordinator.errors import CoordinatorError
 from coordinator.settings import Settings
 
@@ -90,14 +90,8 @@ class WorkerProcess:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM: the worker finishes the batch in hand and exits."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate(process, timeout)
 
     def drain(self, timeout: float = 120.0) -> None:
         """Stop the running worker and persist everything left (``worker --burst``)."""
