@@ -35,7 +35,8 @@ class SinkRefused(Exception):
 
 #: Rows go to the child as ``marshal`` data (they hold only str, int, bool and None,
 #: and both ends run the same interpreter): about 3x cheaper to write than pickle,
-#: which memoises every string, and the write runs in the worker, beside its reading.
+#: which memoises every string (0.27 against 0.75 us per row for 16,000 rows, measured
+#: by hand), and the write runs in the worker, beside its reading.
 #: Version 2 does without marshal's back-references, the slower part of dumping.
 _MARSHAL_VERSION: Final = 2
 
@@ -146,7 +147,7 @@ if __name__ == "__main__":
     from coordinator.collector import fewer_collections
 
     # Each batch unpacks into tens of thousands of tuples, all freed by reference
-    # counting (measured: about 4 % of the child's CPU per row).
+    # counting (measured by hand, not in bench/: about 4 % of the child's CPU per row).
     with fewer_collections():
         _serve(
             os.environ.pop(URL_VARIABLE),
