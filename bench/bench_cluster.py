@@ -42,10 +42,10 @@ import redis
 from redis.crc import key_slot
 
 from coordinator import Coordinator, EmbeddedRedis
-from coordinator.embedded import system_binary
-from coordinator.embedded_cluster import EmbeddedCluster
-from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.keys import KeySpace
+from coordinator.local.cluster import EmbeddedCluster
+from coordinator.local.embedded import system_binary
+from coordinator.local.sentinel import EmbeddedSentinel
 from coordinator.scripts import sources
 
 NAMESPACE = "bench"

@@ -35,7 +35,7 @@ import redis
 import redis.asyncio
 
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
-from coordinator.embedded import system_binary
+from coordinator.local.embedded import system_binary
 from coordinator.scripts import sources
 
 # The Redis work of a successful set_project, written plainly: read the lease, read

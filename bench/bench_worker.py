@@ -43,8 +43,8 @@ from typing import Any
 import redis
 
 from coordinator import Coordinator, EmbeddedRedis, Settings
-from coordinator.embedded import system_binary
 from coordinator.keys import KeySpace
+from coordinator.local.embedded import system_binary
 from coordinator.sinks import sink_from_url
 from coordinator.sinks.process import ProcessSink
 from coordinator.worker import EventWorker, WorkerOptions

@@ -6,31 +6,62 @@ s = c.start_session("agent-1")
 c.set_current_project("agent-1", "proj-a", s.session_id, expected_version=0)
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from coordinator.aio import AsyncCoordinator
 from coordinator.client import Coordinator
-from coordinator.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
-from coordinator.embedded_cluster import EmbeddedCluster
-from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.errors import (
     AccessDenied,
     ConfigurationError,
     ConflictError,
     CoordinatorError,
     CoordinatorUnavailable,
+    DataDirInUse,
+    EmbeddedRedisError,
     InvalidInputError,
+    LegacyConflictError,
+    LegacySessionLeaseExpired,
     ReplicationTimeout,
     RequestIdReusedError,
     SessionAlreadyActive,
     SessionLeaseExpired,
     ShardCountMismatch,
+    SinkRefused,
     SinkUnavailable,
+    StackError,
+    StackRunning,
     UnexpectedReply,
+    WorkerFailed,
 )
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
 from coordinator.settings import Settings
 from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
 
 __version__ = "0.1.0"
+
+#: Loaded on first use: the local tooling (subprocesses, sockets) is not needed to use
+#: the library, and ``import coordinator`` stays light.
+_LAZY = {
+    "EmbeddedCluster": "coordinator.local.cluster",
+    "EmbeddedRedis": "coordinator.local.embedded",
+    "EmbeddedSentinel": "coordinator.local.sentinel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coordinator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from coordinator.local.cluster import EmbeddedCluster
+    from coordinator.local.embedded import EmbeddedRedis
+    from coordinator.local.sentinel import EmbeddedSentinel
 
 __all__ = [
     "AccessDenied",
@@ -50,6 +81,8 @@ __all__ = [
     "EventType",
     "InvalidInputError",
     "Lease",
+    "LegacyConflictError",
+    "LegacySessionLeaseExpired",
     "NamespaceStats",
     "ReplicationTimeout",
     "RequestIdReusedError",
@@ -58,9 +91,13 @@ __all__ = [
     "SessionLeaseExpired",
     "Settings",
     "ShardCountMismatch",
+    "SinkRefused",
     "SinkUnavailable",
+    "StackError",
+    "StackRunning",
     "StreamStats",
     "UnexpectedReply",
+    "WorkerFailed",
     "WorkerLiveness",
     "__version__",
 ]

@@ -24,6 +24,7 @@ from redis.exceptions import (
     RedisError,
 )
 
+from coordinator.calls import Call, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
 from coordinator.connection import (
     AsyncRedisClient,
     cluster_hint,
@@ -32,26 +33,12 @@ from coordinator.connection import (
     open_async_client,
     owner_address,
     parse_cluster_info,
+    redis_mode,
     sentinels_of,
 )
-from coordinator.core import (
-    REPLICATED,
-    Call,
-    Command,
-    CoordinatorCore,
-    Emit,
-    Offload,
-    Op,
-    Plan,
-    Script,
-    Sleep,
-    StreamPlan,
-    node_lost,
-    not_applied,
-    read_only,
-    retryable,
-)
-from coordinator.errors import ReplicationTimeout
+from coordinator.core import CoordinatorCore
+from coordinator.errors import CoordinatorError, ReplicationTimeout
+from coordinator.failures import REPLICATED
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
@@ -143,6 +130,13 @@ class AsyncCoordinator:
     def keys(self) -> KeySpace:
         """The key layout of this client's namespace."""
         return self._core.keys
+
+    @property
+    def operations(self) -> CoordinatorCore:
+        """Advanced: the pure builders of this client's operations (no I/O). Build an
+        operation here and run it with :meth:`execute`, the way httpx pairs
+        ``build_request`` with ``send``; the worker and the adapters do."""
+        return self._core
 
     @property
     def sink(self) -> Sink | None:
@@ -276,8 +270,9 @@ class AsyncCoordinator:
         Raises CoordinatorUnavailable, AccessDenied.
         """
         await self.redis()  # the plan depends on the topology found when connecting
-        keys, cluster = self._core.keys, bool(self.cluster)
-        plan = stats_plan(self.settings, keys, cluster=cluster, lag_scan_limit=lag_scan_limit)
+        mode = redis_mode(self.settings, bool(self.cluster))
+        url = self.settings.safe_redis_url
+        plan = stats_plan(self._core.keys, mode=mode, redis_url=url, lag_scan_limit=lag_scan_limit)
         return await self._drive(plan)
 
     async def server_time(self) -> datetime:
@@ -308,7 +303,7 @@ class AsyncCoordinator:
             try:
                 client = open_async_client(self.settings, cluster)
             except (RedisError, RedisClusterException) as exc:
-                raise self._core.unavailable(exc, Command("connect")) from exc
+                raise self._core.failures.unavailable(exc, Command("connect")) from exc
             try:
                 return await self._adopt(client, cluster)
             except BaseException:
@@ -322,6 +317,13 @@ class AsyncCoordinator:
         init.decode(await self._call(client, init.call))
         self._client = client
         return client
+
+    async def execute(self, op: Op[T]) -> T:
+        """Advanced: run an operation built by :attr:`operations` (one round trip, with
+        the retries, NOSCRIPT recovery and error mapping of every other call) and
+        return its decoded result. Raises what the operation's decoder raises, and
+        CoordinatorUnavailable / AccessDenied for Redis failures."""
+        return await self._run(op)
 
     async def _run(self, op: Op[T]) -> T:
         client = self._client or await self._ready()
@@ -378,29 +380,26 @@ class AsyncCoordinator:
     async def _recover(self, client: AsyncRedisClient, call: Call, exc: Exception) -> Any:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
-        attempt = 0
-        # Once an attempt may have reached the server, a write's outcome stays unknown
-        # whatever a later attempt's error says (a refused reconnect proves nothing).
-        sent = False
-        while retryable(exc):
-            sent = sent or not not_applied(exc)
-            delay = self._core.retry_delay(call, attempt, exc, self._rng)
-            if delay is None:
-                raise self._core.unavailable(exc, call, sent) from exc
-            attempt += 1
-            if read_only(exc):
+        attempt, sent = 0, False
+        while True:
+            step = self._core.failures.decide(
+                call, attempt, exc, sent, self._rng, bool(self.cluster)
+            )
+            if isinstance(step, CoordinatorError):
+                raise step from exc
+            attempt, sent = attempt + 1, step.sent
+            if step.reconnect:
                 # Connect afresh: a Sentinel-managed pool asks the sentinels again.
                 pool = getattr(client, "connection_pool", None)
                 if pool is not None:
                     await pool.disconnect(inuse_connections=False)
-            elif self.cluster and node_lost(exc):
+            elif step.refresh_topology:
                 await self._refresh_topology(client)
-            await sleep(delay)
+            await sleep(step.delay)
             try:
                 return await self._execute(client, call)
             except (RedisError, RedisClusterException) as again:
                 exc = again
-        raise self._core.redis_error(exc, call, sent) from exc
 
     async def _execute(self, client: AsyncRedisClient, call: Call) -> Any:
         if type(call) is Script:

@@ -26,6 +26,7 @@ from redis.exceptions import (
     RedisError,
 )
 
+from coordinator.calls import Call, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
 from coordinator.connection import (
     RedisClient,
     cluster_hint,
@@ -34,26 +35,12 @@ from coordinator.connection import (
     open_client,
     owner_address,
     parse_cluster_info,
+    redis_mode,
     sentinels_of,
 )
-from coordinator.core import (
-    REPLICATED,
-    Call,
-    Command,
-    CoordinatorCore,
-    Emit,
-    Offload,
-    Op,
-    Plan,
-    Script,
-    Sleep,
-    StreamPlan,
-    node_lost,
-    not_applied,
-    read_only,
-    retryable,
-)
-from coordinator.errors import ReplicationTimeout
+from coordinator.core import CoordinatorCore
+from coordinator.errors import CoordinatorError, ReplicationTimeout
+from coordinator.failures import REPLICATED
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
@@ -145,6 +132,13 @@ class Coordinator:
     def keys(self) -> KeySpace:
         """The key layout of this client's namespace."""
         return self._core.keys
+
+    @property
+    def operations(self) -> CoordinatorCore:
+        """Advanced: the pure builders of this client's operations (no I/O). Build an
+        operation here and run it with :meth:`execute`, the way httpx pairs
+        ``build_request`` with ``send``; the worker and the adapters do."""
+        return self._core
 
     @property
     def sink(self) -> Sink | None:
@@ -278,8 +272,9 @@ class Coordinator:
         Raises CoordinatorUnavailable, AccessDenied.
         """
         self.redis()  # the plan depends on the topology found when connecting
-        keys, cluster = self._core.keys, bool(self.cluster)
-        plan = stats_plan(self.settings, keys, cluster=cluster, lag_scan_limit=lag_scan_limit)
+        mode = redis_mode(self.settings, bool(self.cluster))
+        url = self.settings.safe_redis_url
+        plan = stats_plan(self._core.keys, mode=mode, redis_url=url, lag_scan_limit=lag_scan_limit)
         return self._drive(plan)
 
     def server_time(self) -> datetime:
@@ -310,7 +305,7 @@ class Coordinator:
             try:
                 client = open_client(self.settings, cluster)
             except (RedisError, RedisClusterException) as exc:
-                raise self._core.unavailable(exc, Command("connect")) from exc
+                raise self._core.failures.unavailable(exc, Command("connect")) from exc
             try:
                 return self._adopt(client, cluster)
             except BaseException:
@@ -324,6 +319,13 @@ class Coordinator:
         init.decode(self._call(client, init.call))
         self._client = client
         return client
+
+    def execute(self, op: Op[T]) -> T:
+        """Advanced: run an operation built by :attr:`operations` (one round trip, with
+        the retries, NOSCRIPT recovery and error mapping of every other call) and
+        return its decoded result. Raises what the operation's decoder raises, and
+        CoordinatorUnavailable / AccessDenied for Redis failures."""
+        return self._run(op)
 
     def _run(self, op: Op[T]) -> T:
         client = self._client or self._ready()
@@ -380,29 +382,26 @@ class Coordinator:
     def _recover(self, client: RedisClient, call: Call, exc: Exception) -> Any:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
-        attempt = 0
-        # Once an attempt may have reached the server, a write's outcome stays unknown
-        # whatever a later attempt's error says (a refused reconnect proves nothing).
-        sent = False
-        while retryable(exc):
-            sent = sent or not not_applied(exc)
-            delay = self._core.retry_delay(call, attempt, exc, self._rng)
-            if delay is None:
-                raise self._core.unavailable(exc, call, sent) from exc
-            attempt += 1
-            if read_only(exc):
+        attempt, sent = 0, False
+        while True:
+            step = self._core.failures.decide(
+                call, attempt, exc, sent, self._rng, bool(self.cluster)
+            )
+            if isinstance(step, CoordinatorError):
+                raise step from exc
+            attempt, sent = attempt + 1, step.sent
+            if step.reconnect:
                 # Connect afresh: a Sentinel-managed pool asks the sentinels again.
                 pool = getattr(client, "connection_pool", None)
                 if pool is not None:
                     pool.disconnect(inuse_connections=False)
-            elif self.cluster and node_lost(exc):
+            elif step.refresh_topology:
                 self._refresh_topology(client)
-            sleep(delay)
+            sleep(step.delay)
             try:
                 return self._execute(client, call)
             except (RedisError, RedisClusterException) as again:
                 exc = again
-        raise self._core.redis_error(exc, call, sent) from exc
 
     def _execute(self, client: RedisClient, call: Call) -> Any:
         if type(call) is Script:

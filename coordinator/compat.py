@@ -20,7 +20,6 @@ both work.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,9 +29,7 @@ from typing import Any, Final
 from coordinator import errors, validation
 from coordinator.aio import AsyncCoordinator
 from coordinator.client import Coordinator
-from coordinator.core import Op, Script
-from coordinator.errors import InvalidInputError, LeaseReason
-from coordinator.keys import KeySpace
+from coordinator.errors import InvalidInputError
 from coordinator.models import AgentEvent, AgentProject
 
 __all__ = [
@@ -80,39 +77,8 @@ EVENT_KEYS: Final = (
     "created_at",
 )
 
-_LEASE_MESSAGES: Final[Mapping[str, str]] = {
-    "no_active_session": "No active session for agent {}",
-    "session_mismatch": "Session ID mismatch for agent {}",
-    "expired": "Session lease expired for agent {}",
-    "revoked": "Session lease revoked for agent {}",
-    "superseded": "Session superseded by a newer session of agent {}",
-}
-#: An application's own event type for ``log_agent_event``.
-_LOGGED_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-MAX_ERROR_MESSAGE_LENGTH: Final = 2048
-
-
-class SessionLeaseExpired(errors.SessionLeaseExpired):
-    """The original's exception (also a :class:`coordinator.SessionLeaseExpired`), with
-    the original's messages. ``reason``, ``agent_id`` and ``session_id`` as in ours."""
-
-    def __init__(self, agent_id: str, session_id: str, reason: LeaseReason) -> None:
-        super().__init__(agent_id, session_id, reason)
-        # A heartbeat names no agent: a session id never minted here tells none either.
-        message = _LEASE_MESSAGES[reason].format(agent_id) if agent_id else None
-        self.args = (message or f"No active session with id {session_id}",)
-
-
-class ConflictError(errors.ConflictError):
-    """The original's exception (also a :class:`coordinator.ConflictError`); ``current``
-    holds the stored record, so the caller can re-plan without another read."""
-
-    def __init__(self, agent_id: str, expected_version: int, current: AgentProject | None) -> None:
-        super().__init__(agent_id, expected_version, current)
-        self.args = (
-            f"Version conflict for agent {agent_id}: expected version {expected_version}, "
-            f"current version {self.actual_version}",
-        )
+SessionLeaseExpired = errors.LegacySessionLeaseExpired
+ConflictError = errors.LegacyConflictError
 
 
 @contextmanager
@@ -185,70 +151,6 @@ def _start_arguments(metadata: object, session_id: object) -> tuple[Any, str | N
     return metadata, session_id or None
 
 
-def _optional_text(field: str, value: object, limit: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidInputError(field, f"must be a string, not {type(value).__name__}")
-    if len(value) > limit:
-        raise InvalidInputError(field, f"is {len(value)} characters long; the limit is {limit}")
-    return value
-
-
-def log_event_op(
-    keys: KeySpace,
-    agent_id: object,
-    session_id: object,
-    event_type: object,
-    to_project: object,
-    from_project: object,
-    expected_version: object,
-    actual_version: object,
-    success: object,
-    error_message: object,
-    metadata: object,
-) -> Op[str]:
-    """Validate and encode an application event (``log_event.lua``); decodes its id."""
-    agent = validation.agent_id(agent_id)
-    sid, token = "", ""
-    if session_id:
-        owner, fencing = validation.session_id(session_id)
-        if owner != agent:
-            raise InvalidInputError("session_id", f"belongs to agent {owner!r}, not {agent!r}")
-        sid, token = str(session_id), str(fencing)
-    if not isinstance(event_type, str) or not _LOGGED_TYPE.fullmatch(event_type):
-        raise InvalidInputError("event_type", "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-    if type(success) is not bool:
-        raise InvalidInputError("success", f"must be a bool, not {type(success).__name__}")
-    # The original passed to_project="" for events without a project.
-    to_p = validation.project_name(to_project or None) or ""
-    from_p = validation.project_name(from_project or None) or ""
-    expected = validation.optional_version(expected_version, "expected_version")
-    actual = validation.optional_version(actual_version, "actual_version")
-    message = _optional_text("error_message", error_message, MAX_ERROR_MESSAGE_LENGTH)
-    envelope: dict[str, Any] = {"logged_type": event_type}
-    if metadata is not None:
-        envelope["metadata"] = metadata
-    meta = validation.metadata(envelope)
-    call = Script(
-        "log_event",
-        (keys.stream(keys.shard_of(agent)),),
-        (
-            agent,
-            sid,
-            token,
-            from_p,
-            to_p,
-            "" if expected is None else expected,
-            "" if actual is None else actual,
-            "1" if success else "0",
-            message,
-            meta,
-        ),
-    )
-    return Op(call, lambda reply: str(reply[1]))
-
-
 # --- the adapter ----------------------------------------------------------------------
 
 
@@ -293,7 +195,6 @@ class AgentContextManager:
         #: The original's constructor arguments, kept for callers that read them; unused.
         self.storage = storage
         self.state_manager = state_manager
-        self._keys = KeySpace(coordinator.settings.namespace, coordinator.settings.shards)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> AgentContextManager:
@@ -410,8 +311,8 @@ class AgentContextManager:
         events. ``session_id`` may be empty; otherwise it must be one of the agent's ids.
         Raises InvalidInputError, CoordinatorUnavailable (the original swallowed errors).
         """
-        op = log_event_op(
-            self._keys,
+        coordinator = self.coordinator
+        op = coordinator.operations.log_event(
             agent_id,
             session_id,
             event_type,
@@ -423,8 +324,7 @@ class AgentContextManager:
             error_message,
             metadata,
         )
-        # The coordinator's shell runs calls built outside its core the same way.
-        await self.coordinator._run(op)
+        await coordinator.execute(op)
 
     async def get_agent_events(
         self,

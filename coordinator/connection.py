@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 
 from coordinator.errors import InvalidInputError
 from coordinator.settings import Settings
+from coordinator.stats import RedisMode
 
 RedisClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
 AsyncRedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
@@ -212,3 +213,10 @@ def parse_cluster_info(info: dict[str, Any]) -> bool:
 
 def is_cluster_client(client: object) -> bool:
     return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
+
+def redis_mode(settings: Settings, cluster: bool) -> RedisMode:
+    """How a client of ``settings`` reaches Redis, once cluster mode is known."""
+    if cluster:
+        return "cluster"
+    return "sentinel" if is_sentinel_url(settings.redis_url) else "standalone"

@@ -82,4 +82,7 @@ KEY_WORKER: Final = "worker"
 DEFAULT_CONSUMER_GROUP: Final = "coordinator"
 
 #: Schema version recorded with the shard count; bumped on incompatible key changes.
-SCHEMA_VERSION: Final = 1
+KEY_SCHEMA_VERSION: Final = 1
+
+#: Longest ``error_message`` of an application event (``compat.log_agent_event``).
+MAX_ERROR_MESSAGE_LENGTH: Final = 2048

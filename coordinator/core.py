@@ -10,25 +10,19 @@ shells only execute calls, so behaviour cannot drift between them.
 
 from __future__ import annotations
 
-import random
 import secrets
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
-
-import redis.exceptions as rx
-from redis.sentinel import MasterNotFoundError
+from typing import Any, Final, NoReturn, Protocol, TypeVar
 
 from coordinator import validation
-from coordinator.constants import SCHEMA_VERSION
+from coordinator.calls import Batch, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
+from coordinator.constants import KEY_SCHEMA_VERSION, MAX_ERROR_MESSAGE_LENGTH
 from coordinator.errors import (
-    AccessDenied,
     ConfigurationError,
     ConflictError,
     CoordinatorError,
-    CoordinatorUnavailable,
     InvalidInputError,
     ReplicationTimeout,
     RequestIdReusedError,
@@ -38,88 +32,12 @@ from coordinator.errors import (
     UnexpectedReply,
 )
 from coordinator.events import matching_events
+from coordinator.failures import Backoff, Failures
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
-from coordinator.scripts import SCRIPT_NAMES
-from coordinator.settings import Settings
-from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key
-
-if TYPE_CHECKING:
-    from coordinator.sinks import Sink
+from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key, time_reply_ms
 
 T = TypeVar("T")
-
-# --- calls -------------------------------------------------------------------------
-# Plain slotted dataclasses, immutable by convention: a frozen dataclass's __init__
-# costs about a microsecond more, and these are built on every call.
-
-
-@dataclass(slots=True)
-class Script:
-    """Run a registered Lua script (``EVALSHA``, loading it on ``NOSCRIPT``)."""
-
-    name: str
-    keys: tuple[str, ...]
-    args: tuple[str | int, ...]
-    #: Safe to send again after a connection failure (idempotent).
-    retry: bool = False
-
-
-@dataclass(slots=True)
-class Command:
-    """Call a redis-py client method by name (so sync, async and cluster all work)."""
-
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    retry: bool = True
-
-
-@dataclass(slots=True)
-class Batch:
-    """Read-only commands sent in one pipeline (non-transactional, cluster-aware)."""
-
-    commands: tuple[Command, ...]
-    retry: bool = True
-
-
-@dataclass(slots=True)
-class Sleep:
-    """Wait before the next step of a plan (``time.sleep`` / ``asyncio.sleep``)."""
-
-    seconds: float
-    retry: bool = True
-
-
-@dataclass(slots=True)
-class Offload:
-    """Blocking work outside Redis (an event sink query): run in a thread by the
-    asyncio shell, inline by the synchronous one."""
-
-    run: Callable[[], Any]
-    retry: bool = False
-
-
-Call: TypeAlias = Script | Command | Batch | Sleep | Offload
-
-
-@dataclass(slots=True)
-class Emit(Generic[T]):
-    """Items a streaming plan hands to its caller."""
-
-    items: Sequence[T]
-
-
-@dataclass(slots=True)
-class Op(Generic[T]):
-    """A single round trip: one call and the decoder of its reply."""
-
-    call: Call
-    decode: Callable[[Any], T]
-
-
-Plan: TypeAlias = Generator[Call, Any, T]
-StreamPlan: TypeAlias = Generator["Call | Emit[T]", Any, None]
 
 # --- script reply codes (the one table mapping them to exceptions is _raise_for) ----
 
@@ -141,11 +59,56 @@ _validate_project: Callable[[dict[str, Any]], AgentProject] = (
 )
 
 
+class CoreSettings(Protocol):
+    """What the core reads of :class:`coordinator.settings.Settings` (the core sits below
+    the settings, which read the environment)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def shards(self) -> int: ...
+    @property
+    def lease_ttl(self) -> float: ...
+    @property
+    def request_ttl(self) -> float: ...
+    @property
+    def wait_replicas(self) -> int: ...
+    @property
+    def wait_timeout(self) -> float: ...
+    @property
+    def retry_attempts(self) -> int: ...
+    @property
+    def retry_backoff(self) -> float: ...
+    @property
+    def retry_backoff_cap(self) -> float: ...
+    @property
+    def safe_redis_url(self) -> str: ...
+
+
+class EventSource(Protocol):
+    """A source of persisted events (an event sink)."""
+
+    def query(
+        self,
+        namespace: str,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AgentEvent]: ...
+
+
 class CoordinatorCore:
     """Validation, encoding and decoding for one namespace; holds no connection."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CoreSettings) -> None:
         self.settings = settings
+        self.failures = Failures(
+            settings.safe_redis_url,
+            settings.retry_attempts,
+            Backoff(settings.retry_backoff, settings.retry_backoff_cap),
+        )
         self.keys = KeySpace(settings.namespace, settings.shards)
         self.lease_ttl_ms = round(settings.lease_ttl * 1000)
         self.request_ttl_ms = round(settings.request_ttl * 1000)
@@ -160,17 +123,17 @@ class CoordinatorCore:
 
     def init_namespace(self) -> Op[None]:
         call = Script(
-            "init_namespace", (self.keys.meta,), (self.keys.shards, SCHEMA_VERSION), retry=True
+            "init_namespace", (self.keys.meta,), (self.keys.shards, KEY_SCHEMA_VERSION), retry=True
         )
 
         def decode(reply: Any) -> None:
             recorded = int(reply[0])
             if recorded != self.keys.shards:
                 raise ShardCountMismatch(self.keys.namespace, self.keys.shards, recorded)
-            if int(reply[1]) != SCHEMA_VERSION:
+            if int(reply[1]) != KEY_SCHEMA_VERSION:
                 raise ConfigurationError(
                     f"namespace {self.keys.namespace!r} has key schema {reply[1]}; "
-                    f"this client speaks {SCHEMA_VERSION}"
+                    f"this client speaks {KEY_SCHEMA_VERSION}"
                 )
 
         return Op(call, decode)
@@ -320,8 +283,7 @@ class CoordinatorCore:
         """Reap every shard's lapsed leases; returns how many this call reaped."""
         reaped = 0
         while True:
-            seconds, micros = yield Command("time")
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            now_ms = time_reply_ms((yield Command("time")))
             due_by_shard = yield Batch(
                 tuple(
                     Command(
@@ -388,7 +350,7 @@ class CoordinatorCore:
 
     def server_time(self) -> Op[datetime]:
         """The Redis server's clock (the only clock the coordinator trusts)."""
-        return Op(Command("time"), lambda reply: _dt(int(reply[0]) * 1000 + int(reply[1]) // 1000))
+        return Op(Command("time"), lambda reply: _dt(time_reply_ms(reply)))
 
     # --- events ---------------------------------------------------------------------
 
@@ -473,7 +435,7 @@ class CoordinatorCore:
 
     def agent_events(
         self,
-        sink: Sink | None,
+        sink: EventSource | None,
         agent_id: str | None,
         event_type: str | None,
         limit: int,
@@ -491,6 +453,84 @@ class CoordinatorCore:
         query = partial(sink.query, self.keys.namespace, agent_id, event_type, limit, since, until)
         persisted = yield Offload(query)
         return merge_events(tail, persisted, limit)
+
+    # --- adapters -------------------------------------------------------------------
+
+    def log_event(
+        self,
+        agent_id: object,
+        session_id: object,
+        event_type: object,
+        to_project: object,
+        from_project: object,
+        expected_version: object,
+        actual_version: object,
+        success: object,
+        error_message: object,
+        metadata: object,
+    ) -> Op[str]:
+        """An application's own event (``log_event.lua``, for ``compat``); decodes its
+        stream id. Stored as ``app_event`` with ``event_type`` in the metadata."""
+        agent = validation.agent_id(agent_id)
+        sid, token = "", ""
+        if session_id:
+            owner, fencing = validation.session_id(session_id)
+            if owner != agent:
+                raise InvalidInputError("session_id", f"belongs to agent {owner!r}, not {agent!r}")
+            sid, token = str(session_id), str(fencing)
+        logged = validation.logged_event_type(event_type)
+        if type(success) is not bool:
+            raise InvalidInputError("success", f"must be a bool, not {type(success).__name__}")
+        # The original passed to_project="" for events without a project.
+        to_p = validation.project_name(to_project or None) or ""
+        from_p = validation.project_name(from_project or None) or ""
+        expected = validation.optional_version(expected_version, "expected_version")
+        actual = validation.optional_version(actual_version, "actual_version")
+        message = validation.optional_text("error_message", error_message, MAX_ERROR_MESSAGE_LENGTH)
+        envelope: dict[str, Any] = {"logged_type": logged}
+        if metadata is not None:
+            envelope["metadata"] = metadata
+        meta = validation.metadata(envelope)
+        args = (
+            agent, sid, token, from_p, to_p,
+            "" if expected is None else expected, "" if actual is None else actual,
+            "1" if success else "0", message, meta,
+        )  # fmt: skip
+        call = Script("log_event", (self.keys.stream(self.keys.shard_of(agent)),), args)
+        return Op(call, lambda reply: str(reply[1]))
+
+    def import_project(
+        self,
+        agent_id: str,
+        project_name: str | None,
+        version: int | None,
+        session_id: str | None,
+        updated_ms: int | None,
+        metadata: Mapping[str, Any],
+    ) -> Op[tuple[bool, str | None, int]]:
+        """Import a record of another system (``import_project.lua``, for ``migrate``):
+        ``version`` None binds ``project_name`` as the next version if the agent has no
+        project. Decodes (imported, stored project, stored version); idempotent."""
+        agent = validation.agent_id(agent_id)
+        project = validation.project_name(project_name)
+        agent_keys = self.keys.agent_keys(agent)
+        if version is None:
+            args: tuple[str | int, ...] = ("", "", "")
+        else:
+            args = (validation.version(version, "version"), session_id or "", f"{updated_ms}-0")
+        call = Script(
+            "import_project",
+            (agent_keys.agent, agent_keys.stream),
+            (agent, project or "", *args, validation.metadata(dict(metadata))),
+            retry=True,  # re-running an import finds it done and changes nothing
+        )
+
+        def decode(reply: Any) -> tuple[bool, str | None, int]:
+            if int(reply[0]) == 0:
+                return True, project, int(reply[1])
+            return False, reply[1] or None, int(reply[2])
+
+        return Op(call, decode)
 
     # --- worker ---------------------------------------------------------------------
 
@@ -528,96 +568,6 @@ class CoordinatorCore:
         except CoordinatorError as exc:
             short.error = exc
 
-    # --- failures -------------------------------------------------------------------
-
-    def retry_delay(
-        self, call: Call, attempt: int, exc: BaseException, rng: random.Random
-    ) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
-        if attempt + 1 >= max(self.settings.retry_attempts, 1):
-            return None
-        if not (call.retry or not_applied(exc)) or _TLS_UNVERIFIED in str(exc):
-            return None
-        cap = min(self.settings.retry_backoff_cap, self.settings.retry_backoff * 2**attempt)
-        return rng.uniform(cap / 2, cap)  # "equal jitter": never a zero-delay hot loop
-
-    def unavailable(
-        self, exc: BaseException, call: Call, sent: bool = False
-    ) -> CoordinatorUnavailable:
-        """``sent``: an earlier attempt of the call may have reached the server."""
-        maybe = isinstance(call, Script) and call.name in WRITES and (sent or not not_applied(exc))
-        hint = ""
-        if maybe:
-            hint = " (the write may have been applied; " + (
-                "retry with the same request_id)"
-                if call.retry
-                else "pass a request_id to retry safely)"
-            )
-        if _TLS_UNVERIFIED in str(exc):
-            hint = " (the server's certificate is not signed by a CA in tls_ca_certs)"
-        return CoordinatorUnavailable(
-            f"Redis at {self.settings.safe_redis_url} is unavailable: {exc}{hint}",
-            maybe_applied=maybe,
-        )
-
-    def redis_error(self, exc: Exception, call: Call, sent: bool = False) -> CoordinatorError:
-        """Map a Redis (or Redis Cluster client) error to the package's exceptions."""
-        if isinstance(exc, rx.RedisClusterException):
-            return CoordinatorUnavailable(
-                f"Redis Cluster at {self.settings.safe_redis_url} is unavailable: {exc}"
-            )
-        if isinstance(
-            exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError
-        ) or any(refusal in str(exc) for refusal in _SCRIPT_ACL_REFUSALS):
-            return AccessDenied(f"Redis at {self.settings.safe_redis_url} refused access: {exc}")
-        if isinstance(exc, rx.OutOfMemoryError):
-            return CoordinatorUnavailable(
-                f"Redis at {self.settings.safe_redis_url} is out of memory and refused the "
-                "write (run it with maxmemory-policy noeviction and enough headroom)"
-            )
-        if isinstance(exc, rx.AskError):  # MovedError too: a cluster client follows both
-            return ConfigurationError(
-                f"Redis at {self.settings.safe_redis_url} is a Redis Cluster node and "
-                f"redirected the call ({exc}); connect in cluster mode (cluster=True, "
-                "COORDINATOR_REDIS_CLUSTER=1, or leave it unset to detect)"
-            )
-        if retryable(exc):
-            return self.unavailable(exc, call, sent)
-        name = call.name if isinstance(call, Script) else type(call).__name__
-        return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
-
-
-#: Scripts that change state (an unknown outcome matters for these): all but these two.
-WRITES: Final = frozenset(SCRIPT_NAMES) - {"init_namespace", "heartbeat"}
-
-#: Scripts whose changes durability mode waits for: every one but the namespace check,
-#: which any client repeats with the same values.
-REPLICATED: Final = WRITES | {"heartbeat"}
-
-#: Errors after which an idempotent call is retried.
-RETRYABLE: Final = (
-    rx.ConnectionError,
-    rx.TimeoutError,
-    rx.ReadOnlyError,
-    rx.TryAgainError,
-    rx.ClusterDownError,
-)
-
-
-#: How Redis words an ACL refusal of a command run inside a script (6.2 and 7).
-_SCRIPT_ACL_REFUSALS: Final = (
-    "user executing the script can't run this command",
-    "user executing the script can't access at least one of the keys",
-)
-#: The server's TLS certificate did not verify: retrying cannot help.
-_TLS_UNVERIFIED: Final = "CERTIFICATE_VERIFY_FAILED"
-#: The primary refused a write for lack of replicas (``min-replicas-to-write``).
-_NO_REPLICAS: Final = "NOREPLICAS"
-#: redis-py's Sentinel connection turns READONLY from a demoted primary into this.
-_DEMOTED_PRIMARY: Final = "previous master is now a slave"
-#: A replica's refusal; Redis 6.2 wraps it in a script error when a script writes.
-_READ_ONLY: Final = "READONLY You can't write against a read only replica"
-
 
 def merge_events(
     first: Sequence[AgentEvent], second: Sequence[AgentEvent], limit: int
@@ -628,66 +578,6 @@ def merge_events(
         unique.values(), key=lambda e: (stream_id_key(e.stream_id), e.shard), reverse=True
     )
     return merged[:limit]
-
-
-def retryable(exc: BaseException) -> bool:
-    """Errors after which an idempotent call (or a write that surely did not run) is
-    sent again."""
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
-        return False  # redis-py files them under ConnectionError; retrying cannot help
-    return (
-        isinstance(exc, RETRYABLE)
-        or (isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc))
-        or read_only(exc)
-    )
-
-
-def node_lost(exc: BaseException) -> bool:
-    """The node serving the call failed or left: a cluster client should re-read the
-    slot map before the next attempt."""
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
-        return False
-    return isinstance(
-        exc, rx.ConnectionError | rx.TimeoutError | rx.ClusterDownError | rx.SlotNotCoveredError
-    )
-
-
-def read_only(exc: BaseException) -> bool:
-    """The node answered as a replica: typically a primary demoted by a failover, so
-    the client should connect afresh (a Sentinel client then finds the new primary)."""
-    if isinstance(exc, rx.ReadOnlyError):
-        return True
-    if isinstance(exc, rx.ConnectionError):
-        return _DEMOTED_PRIMARY in str(exc)
-    return isinstance(exc, rx.ResponseError) and _READ_ONLY in str(exc)
-
-
-def not_applied(exc: BaseException) -> bool:
-    """True when the failed command certainly did not run, so even a write may be resent.
-
-    A refused connection, a loading or read-only replica (also as reported by the
-    Sentinel client after a failover), a primary without enough replicas, a
-    sentinel that knows no primary and a cluster that is down all reject the
-    command before executing it; a timeout or a dropped connection after sending
-    does not tell.
-    """
-    if isinstance(
-        exc,
-        rx.BusyLoadingError
-        | rx.ReadOnlyError
-        | rx.TryAgainError
-        | rx.ClusterDownError
-        | MasterNotFoundError,
-    ):
-        return True
-    if isinstance(exc, rx.AuthenticationError):
-        return False
-    if read_only(exc):  # a replica runs no write (a script fails at its first one)
-        return True
-    if isinstance(exc, rx.ResponseError):
-        return _NO_REPLICAS in str(exc)
-    # redis-py words connect-phase failures as "Error <errno> connecting to <addr>".
-    return isinstance(exc, rx.ConnectionError) and " connecting to " in str(exc)
 
 
 def _decode_flag(reply: Any) -> bool:

@@ -6,22 +6,33 @@ Every exception derives from :class:`CoordinatorError`::
     ├── InvalidInputError (also ValueError)   bad argument; nothing was sent or written
     │   └── RequestIdReusedError               a request id reused with other arguments
     ├── SessionLeaseExpired                   the session cannot act (reason says why)
+    │   └── LegacySessionLeaseExpired          the same, worded as scribe_mcp (compat)
     ├── SessionAlreadyActive                  exclusive start refused: a live session exists
     ├── ConflictError                         expected_version did not match (carries current)
+    │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
     │   └── ShardCountMismatch
     ├── AccessDenied                          Redis refused the credentials or an ACL rule
     ├── CoordinatorUnavailable                Redis (or the sink) could not be reached
-    │   └── ReplicationTimeout                durability mode: replicas did not acknowledge
-    └── UnexpectedReply                       a script answered something unknown (a bug)
+    │   ├── ReplicationTimeout                durability mode: replicas did not acknowledge
+    │   └── SinkUnavailable                   the event sink could not be reached
+    ├── SinkRefused                           the sink writer process refused a batch's data
+    ├── UnexpectedReply                       a script answered something unknown (a bug)
+    ├── WorkerFailed                          ``verify``: its worker could not drain
+    ├── EmbeddedRedisError                    a local redis-server could not start or stop
+    │   └── DataDirInUse                       another server uses the data directory
+    └── StackError                            the local stack could not start
+        └── StackRunning                       a stack already runs in the data directory
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
 
     from coordinator.models import AgentProject
 
@@ -185,3 +196,79 @@ class SinkUnavailable(CoordinatorUnavailable):
 
 class UnexpectedReply(CoordinatorError):
     """A script returned a code this client does not know (mismatched versions or a bug)."""
+
+
+class SinkRefused(CoordinatorError):
+    """The sink writer process refused a batch's data (not an outage): the worker
+    splits the batch to find the entries to dead-letter."""
+
+
+class WorkerFailed(CoordinatorError):
+    """``coordinator verify``: its worker could not drain the streams."""
+
+
+class EmbeddedRedisError(CoordinatorError):
+    """The embedded server could not be found, started or stopped."""
+
+
+class DataDirInUse(EmbeddedRedisError):
+    """Another server (or manager) already uses this data directory."""
+
+    def __init__(self, data_dir: Path, detail: str) -> None:
+        super().__init__(f"data directory {data_dir} is in use: {detail}")
+        self.data_dir = data_dir
+
+
+class _Located(Protocol):
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+
+
+class StackError(CoordinatorError):
+    """The local stack could not start or lost a component."""
+
+
+class StackRunning(StackError):
+    """A stack already runs in this data directory."""
+
+    def __init__(self, data_dir: Path, info: _Located | None) -> None:
+        where = f" at {info.redis_url} (pid {info.pid})" if info else ""
+        super().__init__(f"a stack already runs in {data_dir}{where}")
+        self.data_dir = data_dir
+        self.info = info
+
+
+# --- scribe_mcp's own exceptions (coordinator.compat raises these) -------------------
+
+_LEASE_MESSAGES: Final[Mapping[str, str]] = {
+    "no_active_session": "No active session for agent {}",
+    "session_mismatch": "Session ID mismatch for agent {}",
+    "expired": "Session lease expired for agent {}",
+    "revoked": "Session lease revoked for agent {}",
+    "superseded": "Session superseded by a newer session of agent {}",
+}
+
+
+class LegacySessionLeaseExpired(SessionLeaseExpired):
+    """scribe_mcp's exception as ``coordinator.compat`` raises it (also a
+    :class:`SessionLeaseExpired`), with the original's messages."""
+
+    def __init__(self, agent_id: str, session_id: str, reason: LeaseReason) -> None:
+        super().__init__(agent_id, session_id, reason)
+        # A heartbeat names no agent: a session id never minted here tells none either.
+        message = _LEASE_MESSAGES[reason].format(agent_id) if agent_id else None
+        self.args = (message or f"No active session with id {session_id}",)
+
+
+class LegacyConflictError(ConflictError):
+    """scribe_mcp's exception as ``coordinator.compat`` raises it (also a
+    :class:`ConflictError`); ``current`` holds the stored record."""
+
+    def __init__(self, agent_id: str, expected_version: int, current: AgentProject | None) -> None:
+        super().__init__(agent_id, expected_version, current)
+        self.args = (
+            f"Version conflict for agent {agent_id}: expected version {expected_version}, "
+            f"current version {self.actual_version}",
+        )

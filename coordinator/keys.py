@@ -66,9 +66,6 @@ class KeySpace:
     def shard_of(self, agent_id: str) -> int:
         return zlib.crc32(agent_id.encode("utf-8")) % self.shards
 
-    def tag(self, shard: int) -> str:
-        return self._tags[shard]
-
     def _agent_keys(self, agent_id: str) -> AgentKeys:
         shard = self.shard_of(agent_id)
         tag = self._tags[shard]
@@ -101,7 +98,3 @@ class KeySpace:
     def request(self, agent_id: str, request_id: str) -> str:
         # request ids cannot contain ':', so the key is unambiguous for any agent id.
         return f"{self._tags[self.shard_of(agent_id)]}:{C.KEY_REQUEST}:{request_id}:{agent_id}"
-
-    def shard_key(self, shard: int, part: str) -> str:
-        """A further key in a shard's slot (used by the worker for its own bookkeeping)."""
-        return f"{self._tags[shard]}:{part}"

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from coordinator import validation
+from coordinator.calls import Op
 from coordinator.client import Coordinator
 from coordinator.compat import EVENT_KEYS, RECORD_KEYS
 from coordinator.constants import MAX_AGENT_ID_LENGTH
-from coordinator.core import Op, Script
+from coordinator.core import CoordinatorCore
 from coordinator.errors import InvalidInputError
-from coordinator.keys import KeySpace
 from coordinator.models import AgentProject
 from coordinator.sinks import LEGACY_SHARD, EventRow, Sink
 from coordinator.timestamps import datetime_to_ms
@@ -370,38 +370,28 @@ def plan(
 # --- encoding (pure) --------------------------------------------------------------------
 
 
-def import_op(keys: KeySpace, step: Step, source: Path) -> Op[tuple[bool, str | None, int]]:
-    """The script call of an import or bind step; decodes (imported, project, version)."""
-    agent_keys = keys.agent_keys(step.agent_id)
+def import_op(
+    operations: CoordinatorCore, step: Step, source: Path
+) -> Op[tuple[bool, str | None, int]]:
+    """The import or bind operation of a step; decodes (imported, project, version)."""
     legacy = step.record
-    if legacy is not None:
-        meta: dict[str, Any] = {
-            "source": f"{source.name}:agent_projects",
-            "updated_at": legacy.updated_at.isoformat(),
-            "updated_by": legacy.updated_by,
-            "session_id": legacy.session_id,
-        }
-        args: tuple[str | int, ...] = (
-            legacy.version,
-            legacy.session_id or "",
-            f"{datetime_to_ms(legacy.updated_at)}-0",
-        )
-    else:
-        meta = {"source": f"{source.name}:current_project"}
-        args = ("", "", "")
-    call = Script(
-        "import_project",
-        (agent_keys.agent, agent_keys.stream),
-        (step.agent_id, step.project_name or "", *args, validation.metadata(meta)),
-        retry=True,  # re-running an import finds it done and changes nothing
+    if legacy is None:
+        meta: dict[str, Any] = {"source": f"{source.name}:current_project"}
+        return operations.import_project(step.agent_id, step.project_name, None, None, None, meta)
+    meta = {
+        "source": f"{source.name}:agent_projects",
+        "updated_at": legacy.updated_at.isoformat(),
+        "updated_by": legacy.updated_by,
+        "session_id": legacy.session_id,
+    }
+    return operations.import_project(
+        step.agent_id,
+        step.project_name,
+        legacy.version,
+        legacy.session_id,
+        datetime_to_ms(legacy.updated_at),
+        meta,
     )
-
-    def decode(reply: Any) -> tuple[bool, str | None, int]:
-        if int(reply[0]) == 0:
-            return True, step.project_name, int(reply[1])
-        return False, reply[1] or None, int(reply[2])
-
-    return Op(call, decode)
 
 
 # --- running ----------------------------------------------------------------------------
@@ -442,13 +432,12 @@ def migrate(
         current.update(zip(batch, client.get_current_projects(batch), strict=True))
     steps = plan(database, state, agent, current)
     if not dry_run:
-        keys = KeySpace(client.settings.namespace, client.settings.shards)
         for i, step in enumerate(steps):
             if step.kind == "keep":
                 continue
             origin = state.path if state is not None and step.source == "state" else database.path
-            # The coordinator's shell runs calls built outside its core the same way.
-            applied, project, version = client._run(import_op(keys, step, origin))
+            op = import_op(client.operations, step, origin)
+            applied, project, version = client.execute(op)
             note = step.note if applied else f"changed meanwhile: {project} at version {version}"
             steps[i] = replace(step, applied=applied, version=version, note=note)
     return Report(database, state, agent, steps, dry_run)

@@ -24,14 +24,21 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
-from coordinator.connection import is_sentinel_url
+from coordinator.calls import Batch, Command, Plan
 from coordinator.constants import DEFAULT_CONSUMER_GROUP
-from coordinator.core import Batch, Command, Plan
 from coordinator.keys import KeySpace
-from coordinator.settings import Settings
-from coordinator.timestamps import ms_to_datetime, stream_id_ms
+from coordinator.timestamps import (
+    ms_to_datetime,
+    next_stream_id,
+    stream_id_key,
+    stream_id_ms,
+    time_reply_ms,
+)
+
+#: How the shell reached Redis.
+RedisMode: TypeAlias = Literal["standalone", "cluster", "sentinel"]
 
 #: Most entries counted, per shard, to work out a lag Redis does not report.
 DEFAULT_LAG_SCAN_LIMIT: Final = 1000
@@ -177,152 +184,29 @@ def _iso(value: datetime) -> str:
 
 
 def stats_plan(
-    settings: Settings,
     keys: KeySpace,
     *,
-    cluster: bool,
+    mode: RedisMode,
+    redis_url: str,
     group: str = DEFAULT_CONSUMER_GROUP,
     lag_scan_limit: int = DEFAULT_LAG_SCAN_LIMIT,
 ) -> Plan[NamespaceStats]:
-    """Read the namespace's state in a handful of pipelined round trips."""
-    seconds, micros = yield Command("time")
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    server = yield Command("info", ("server",))
-    version, nodes = _version(server)
-    replicas: int | None = None
-    if cluster:
-        nodes = _primaries((yield Command("cluster_slots")), nodes)
-    else:
-        replication = yield Command("info", ("replication",))
-        replicas = int(replication.get("connected_slaves", 0))
-    mode = "cluster" if cluster else "standalone"
-    if is_sentinel_url(settings.redis_url):
-        mode = "sentinel"
-
+    """Read the namespace's state in a handful of pipelined round trips. ``mode`` is the
+    deployment the shell connected to; ``redis_url`` names it (without a password)."""
+    now_ms, version, nodes, replicas = yield from _server_plan(mode == "cluster")
     shards = range(keys.shards)
     streams = [keys.stream(s) for s in shards]
-    per_shard = 5
-    counts = yield Batch(
-        tuple(
-            command
-            for s in shards
-            for command in (
-                Command("zcount", (keys.index(s), f"({now_ms}", "+inf")),
-                Command("zcount", (keys.index(s), "-inf", now_ms)),
-                Command("xlen", (streams[s],)),
-                Command("exists", (streams[s],)),
-                Command("xlen", (keys.dead_letters(s),)),
-            )
-        )
-    )
-    live = [int(counts[s * per_shard]) for s in shards]
-    lapsed = [int(counts[s * per_shard + 1]) for s in shards]
-    length = [int(counts[s * per_shard + 2]) for s in shards]
-    exists = [bool(int(counts[s * per_shard + 3])) for s in shards]
-    dead = [int(counts[s * per_shard + 4]) for s in shards]
-
-    # XINFO GROUPS fails on a missing key: ask only streams that exist.
-    present = [s for s in shards if exists[s]]
-    groups: dict[int, Mapping[str, Any]] = {}
-    if present:
-        replies = yield Batch(tuple(Command("xinfo_groups", (streams[s],)) for s in present))
-        for s, infos in zip(present, replies, strict=True):
-            for info in infos:
-                if _text(info.get("name")) == group:
-                    groups[s] = info
-
-    grouped = sorted(groups)
-    detail: dict[int, tuple[Any, Any, Any]] = {}
-    if grouped:
-        replies = yield Batch(
-            tuple(
-                command
-                for s in grouped
-                for command in (
-                    Command("xpending", (streams[s], group)),
-                    Command("xinfo_consumers", (streams[s], group)),
-                    Command("xinfo_stream", (streams[s],)),
-                )
-            )
-        )
-        for i, s in enumerate(grouped):
-            detail[s] = (replies[3 * i], replies[3 * i + 1], replies[3 * i + 2])
-
-    # Second look where needed: the oldest pending entry's idle time, and the backlog
-    # after the last delivered id where Redis does not report the lag.
-    lags: dict[int, tuple[int | None, bool]] = {}
-    to_count: list[int] = []
-    for s in grouped:
-        lag = _reported_lag(groups[s], detail[s][2], length[s])
-        if lag is None:
-            to_count.append(s)
-        else:
-            lags[s] = (lag, True)
-    oldest = [s for s in grouped if detail[s][0].get("min")]
-    if oldest or to_count:
-        replies = yield Batch(
-            tuple(
-                Command(
-                    "xpending_range",
-                    (streams[s], group),
-                    {"min": detail[s][0]["min"], "max": detail[s][0]["min"], "count": 1},
-                )
-                for s in oldest
-            )
-            + tuple(
-                Command(
-                    "xrange",
-                    (streams[s], "(" + _text(groups[s]["last-delivered-id"]), "+"),
-                    {"count": lag_scan_limit + 1},
-                )
-                for s in to_count
-            )
-        )
-        idle = {
-            s: (float(r[0]["time_since_delivered"]) / 1000 if r else None)
-            for s, r in zip(oldest, replies[: len(oldest)], strict=True)
-        }
-        for s, entries in zip(to_count, replies[len(oldest) :], strict=True):
-            lags[s] = (min(len(entries), lag_scan_limit), len(entries) <= lag_scan_limit)
-    else:
-        idle = {}
-
-    # Workers are the group's consumers whose liveness key exists. The keys are read
-    # by the names XINFO CONSUMERS gives: no SCAN (it would list every namespace's
-    # key names; the admin ACL user may not run it), and on a cluster the keys, which
-    # carry no hash tag, are found on whichever node holds them.
-    seen: dict[str, tuple[float | None, int]] = {}
-    for s in grouped:
-        for consumer in detail[s][1]:
-            name = _text(consumer["name"])
-            fresh = None if consumer.get("idle") is None else int(consumer["idle"]) / 1000
-            before, before_pending = seen.get(name, (None, 0))
-            if before is not None and (fresh is None or before < fresh):
-                fresh = before
-            seen[name] = (fresh, before_pending + int(consumer.get("pending") or 0))
-    workers: list[WorkerLiveness] = []
-    if seen:
-        names = sorted(seen)
-        replies = yield Batch(
-            tuple(
-                command
-                for name in names
-                for command in (
-                    Command("get", (keys.worker(name),)),
-                    Command("pttl", (keys.worker(name),)),
-                )
-            )
-        )
-        for i, name in enumerate(names):
-            value, pttl = replies[2 * i], int(replies[2 * i + 1])
-            if value is not None:  # no key: the consumer is gone (or not registered yet)
-                last, pending = seen[name]
-                ttl = pttl / 1000 if pttl >= 0 else None
-                workers.append(WorkerLiveness(name, ttl, last, pending, _liveness(value)))
+    counts = yield from _counts_plan(keys, now_ms)
+    exists = [c.exists for c in counts]
+    groups = yield from _groups_plan([streams[s] for s in shards if exists[s]], group)
+    grouped = {s: groups[streams[s]] for s in shards if streams[s] in groups}
+    detail = yield from _detail_plan({s: streams[s] for s in grouped}, group)
+    idle, lags = yield from _backlog_plan(streams, grouped, detail, counts, lag_scan_limit)
+    workers = yield from _workers_plan(keys, detail)
 
     stream_stats = []
     for s in shards:
-        info = groups.get(s)
+        info = grouped.get(s)
         pending_summary = detail[s][0] if s in detail else {}
         first = pending_summary.get("min")
         lag, exact = lags.get(s, (None, True))
@@ -330,7 +214,7 @@ def stats_plan(
             StreamStats(
                 shard=s,
                 stream=streams[s],
-                length=length[s],
+                length=counts[s].length,
                 group=info is not None,
                 consumers=int(info.get("consumers", 0)) if info else 0,
                 last_delivered_id=_text(info["last-delivered-id"]) if info else None,
@@ -338,17 +222,15 @@ def stats_plan(
                 lag_exact=exact,
                 pending=int(pending_summary.get("pending") or 0),
                 oldest_pending_id=_text(first) if first else None,
-                oldest_pending_age=(
-                    max(0.0, (now_ms - stream_id_ms(_text(first))) / 1000) if first else None
-                ),
+                oldest_pending_age=oldest_pending_age(now_ms, pending_summary),
                 oldest_pending_idle=idle.get(s),
-                dead_letters=dead[s],
-                active_leases=live[s],
+                dead_letters=counts[s].dead,
+                active_leases=counts[s].live,
             )
         )
     return NamespaceStats(
         namespace=keys.namespace,
-        redis_url=settings.safe_redis_url,
+        redis_url=redis_url,
         redis_version=version,
         redis_mode=mode,
         redis_nodes=nodes,
@@ -356,11 +238,203 @@ def stats_plan(
         server_time=ms_to_datetime(now_ms),
         shards=keys.shards,
         consumer_group=group,
-        active_leases=sum(live),
-        expired_unreaped=sum(lapsed),
+        active_leases=sum(c.live for c in counts),
+        expired_unreaped=sum(c.lapsed for c in counts),
         streams=tuple(stream_stats),
         workers=tuple(workers),
     )
+
+
+# --- the pending backlog: shared with the worker's trimming -----------------------------
+
+
+def oldest_pending_age(now_ms: int, pending_summary: Mapping[str, Any]) -> float | None:
+    """Seconds since the oldest unacknowledged entry was written (``XPENDING`` summary)."""
+    first = pending_summary.get("min")
+    if not first:
+        return None
+    return max(0.0, (now_ms - stream_id_ms(_text(first))) / 1000)
+
+
+def trim_point(last_delivered_id: str, pending_summary: Mapping[str, Any]) -> str | None:
+    """The id the stream may be trimmed to (``XTRIM MINID``): everything below it was
+    delivered and acknowledged, so persisted. None when nothing may go."""
+    threshold = next_stream_id(last_delivered_id)
+    low = pending_summary.get("min") if pending_summary.get("pending") else None
+    if low and stream_id_key(_text(low)) < stream_id_key(threshold):
+        threshold = _text(low)
+    return None if threshold == "0-1" else threshold
+
+
+# --- the plan's steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardCounts:
+    live: int
+    lapsed: int
+    length: int
+    exists: bool
+    dead: int
+
+
+def _server_plan(cluster: bool) -> Plan[tuple[int, str, int, int | None]]:
+    """Server time, version, node count and (outside a cluster) connected replicas."""
+    now_ms = time_reply_ms((yield Command("time")))
+    version, nodes = _version((yield Command("info", ("server",))))
+    replicas: int | None = None
+    if cluster:
+        nodes = _primaries((yield Command("cluster_slots")), nodes)
+    else:
+        replication = yield Command("info", ("replication",))
+        replicas = int(replication.get("connected_slaves", 0))
+    return now_ms, version, nodes, replicas
+
+
+def _counts_plan(keys: KeySpace, now_ms: int) -> Plan[list[_ShardCounts]]:
+    """Per shard: live and lapsed leases, stream length and existence, dead letters."""
+    per_shard = 5
+    replies = yield Batch(
+        tuple(
+            command
+            for s in range(keys.shards)
+            for command in (
+                Command("zcount", (keys.index(s), f"({now_ms}", "+inf")),
+                Command("zcount", (keys.index(s), "-inf", now_ms)),
+                Command("xlen", (keys.stream(s),)),
+                Command("exists", (keys.stream(s),)),
+                Command("xlen", (keys.dead_letters(s),)),
+            )
+        )
+    )
+    return [
+        _ShardCounts(int(live), int(lapsed), int(length), bool(int(exists)), int(dead))
+        for live, lapsed, length, exists, dead in (
+            replies[i : i + per_shard] for i in range(0, len(replies), per_shard)
+        )
+    ]
+
+
+def _groups_plan(streams: Sequence[str], group: str) -> Plan[dict[str, Mapping[str, Any]]]:
+    """``XINFO GROUPS`` entry of ``group`` per stream that has it. XINFO GROUPS fails on
+    a missing key: ask only streams that exist."""
+    if not streams:
+        return {}
+    replies = yield Batch(tuple(Command("xinfo_groups", (stream,)) for stream in streams))
+    found: dict[str, Mapping[str, Any]] = {}
+    for stream, infos in zip(streams, replies, strict=True):
+        for info in infos:
+            if _text(info.get("name")) == group:
+                found[stream] = info
+    return found
+
+
+def _detail_plan(streams: Mapping[int, str], group: str) -> Plan[dict[int, tuple[Any, Any, Any]]]:
+    """Per grouped shard: the pending summary, the consumers and ``XINFO STREAM``."""
+    if not streams:
+        return {}
+    replies = yield Batch(
+        tuple(
+            command
+            for stream in streams.values()
+            for command in (
+                Command("xpending", (stream, group)),
+                Command("xinfo_consumers", (stream, group)),
+                Command("xinfo_stream", (stream,)),
+            )
+        )
+    )
+    return {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(streams)}
+
+
+def _backlog_plan(
+    streams: Sequence[str],
+    groups: Mapping[int, Mapping[str, Any]],
+    detail: Mapping[int, tuple[Any, Any, Any]],
+    counts: Sequence[_ShardCounts],
+    lag_scan_limit: int,
+) -> Plan[tuple[dict[int, float | None], dict[int, tuple[int | None, bool]]]]:
+    """Second look where needed: the oldest pending entry's idle time, and the backlog
+    after the last delivered id where Redis does not report the lag."""
+    lags: dict[int, tuple[int | None, bool]] = {}
+    to_count: list[int] = []
+    for s in groups:
+        lag = _reported_lag(groups[s], detail[s][2], counts[s].length)
+        if lag is None:
+            to_count.append(s)
+        else:
+            lags[s] = (lag, True)
+    oldest = [s for s in groups if detail[s][0].get("min")]
+    if not oldest and not to_count:
+        return {}, lags
+    replies = yield Batch(
+        tuple(
+            Command(
+                "xpending_range",
+                (streams[s], _group_name(groups[s])),
+                {"min": detail[s][0]["min"], "max": detail[s][0]["min"], "count": 1},
+            )
+            for s in oldest
+        )
+        + tuple(
+            Command(
+                "xrange",
+                (streams[s], "(" + _text(groups[s]["last-delivered-id"]), "+"),
+                {"count": lag_scan_limit + 1},
+            )
+            for s in to_count
+        )
+    )
+    idle = {
+        s: (float(r[0]["time_since_delivered"]) / 1000 if r else None)
+        for s, r in zip(oldest, replies[: len(oldest)], strict=True)
+    }
+    for s, entries in zip(to_count, replies[len(oldest) :], strict=True):
+        lags[s] = (min(len(entries), lag_scan_limit), len(entries) <= lag_scan_limit)
+    return idle, lags
+
+
+def _workers_plan(
+    keys: KeySpace, detail: Mapping[int, tuple[Any, Any, Any]]
+) -> Plan[list[WorkerLiveness]]:
+    """Workers are the group's consumers whose liveness key exists. The keys are read
+    by the names XINFO CONSUMERS gives: no SCAN (it would list every namespace's key
+    names; the admin ACL user may not run it), and on a cluster the keys, which carry
+    no hash tag, are found on whichever node holds them."""
+    seen: dict[str, tuple[float | None, int]] = {}
+    for _pending, consumers, _stream in detail.values():
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            fresh = None if consumer.get("idle") is None else int(consumer["idle"]) / 1000
+            before, before_pending = seen.get(name, (None, 0))
+            if before is not None and (fresh is None or before < fresh):
+                fresh = before
+            seen[name] = (fresh, before_pending + int(consumer.get("pending") or 0))
+    if not seen:
+        return []
+    names = sorted(seen)
+    replies = yield Batch(
+        tuple(
+            command
+            for name in names
+            for command in (
+                Command("get", (keys.worker(name),)),
+                Command("pttl", (keys.worker(name),)),
+            )
+        )
+    )
+    workers: list[WorkerLiveness] = []
+    for i, name in enumerate(names):
+        value, pttl = replies[2 * i], int(replies[2 * i + 1])
+        if value is not None:  # no key: the consumer is gone (or not registered yet)
+            last, pending = seen[name]
+            ttl = pttl / 1000 if pttl >= 0 else None
+            workers.append(WorkerLiveness(name, ttl, last, pending, _liveness(value)))
+    return workers
+
+
+def _group_name(info: Mapping[str, Any]) -> str:
+    return _text(info["name"])
 
 
 def _version(info: Mapping[str, Any]) -> tuple[str, int]:
@@ -384,18 +458,13 @@ def _reported_lag(group: Mapping[str, Any], stream: Mapping[str, Any], length: i
     lag = group.get("lag")
     if lag is not None:
         return int(lag)
-    delivered = _id(_text(group["last-delivered-id"]))
-    if delivered >= _id(_text(stream.get("last-generated-id") or "0-0")):
+    delivered = stream_id_key(_text(group["last-delivered-id"]))
+    if delivered >= stream_id_key(_text(stream.get("last-generated-id") or "0-0")):
         return 0
     first = stream.get("first-entry")
-    if not first or delivered < _id(_text(first[0])):
+    if not first or delivered < stream_id_key(_text(first[0])):
         return length  # nothing still in the stream was delivered
     return None
-
-
-def _id(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> str:

@@ -7,6 +7,7 @@ inside a script, or the millisecond part of an audit stream id (``<ms>-<seq>``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 
 def ms_to_datetime(ms: int | float | str) -> datetime:
@@ -27,3 +28,15 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
     """Sort key of a stream id (ids compare numerically, not as text)."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def next_stream_id(stream_id: str) -> str:
+    """The smallest id after ``stream_id`` (``XTRIM MINID`` keeps it and what follows)."""
+    ms, seq = stream_id_key(stream_id)
+    return f"{ms}-{seq + 1}"
+
+
+def time_reply_ms(reply: Any) -> int:
+    """Milliseconds of a ``TIME`` reply (seconds and microseconds)."""
+    seconds, micros = reply[0], reply[1]
+    return int(seconds) * 1000 + int(micros) // 1000

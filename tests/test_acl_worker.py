@@ -7,8 +7,6 @@ the worker and change nothing trying; the admin user runs the CLI's read command
 revokes. (The library-level rules of each role: tests/test_acl.py.)
 """
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -25,12 +23,11 @@ from coordinator.cli.main import cli
 from coordinator.keys import KeySpace
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
-from tests.conftest import RunningWorker, snapshot, wait_until
 
 # The users.acl server (`acl_server`) and its privileged client (`ops`) are test_acl's
 # fixtures, imported so pytest finds them here: the test parameters that name them are
 # not redefinitions (hence F811 is off for this file).
-from tests.test_acl import AclRedis, acl_server, ops, password, url_of  # noqa: F401
+from tests.helpers import AclRedis, RunningWorker, password, snapshot, url_of, wait_until
 
 KEYS = KeySpace("coord", 16)
 

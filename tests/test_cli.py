@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from coordinator import Coordinator
 from coordinator.cli.main import cli
-from tests.conftest import stream_entries, wait_until
+from tests.helpers import stream_entries, wait_until
 
 
 @pytest.fixture

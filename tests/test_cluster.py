@@ -16,10 +16,10 @@ import redis
 from redis.crc import key_slot
 
 from coordinator import ConfigurationError, Coordinator
-from coordinator.embedded_cluster import EmbeddedCluster
 from coordinator.keys import KeySpace
+from coordinator.local.cluster import EmbeddedCluster
 from coordinator.scripts import sources
-from tests.conftest import crossslot_errors, stream_entries, wait_until
+from tests.helpers import crossslot_errors, stream_entries, wait_until
 
 pytestmark = pytest.mark.cluster(only=True)
 

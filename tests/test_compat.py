@@ -26,7 +26,7 @@ from coordinator.compat import (
     SessionLeaseExpired,
 )
 from coordinator.timestamps import stream_id_ms
-from tests.conftest import snapshot, stream_entries, wait_until
+from tests.helpers import snapshot, stream_entries, wait_until
 
 T = TypeVar("T")
 Run = Callable[[Awaitable[T]], T]

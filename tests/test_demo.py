@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator import demo
 from coordinator.cli.main import cli
+from coordinator.local import demo
 
 
 def _consistent() -> demo.DemoReport:

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from coordinator import Coordinator, EmbeddedRedis
-from coordinator.embedded import free_port
-from tests.test_acl import ACL_FILE, AclRedis, acl_with_passwords, password
+from coordinator.processes import free_port
+from tests.helpers import ACL_FILE, AclRedis, acl_with_passwords, password
 
 CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis.conf"
 #: Directives the test replaces (paths and ports of the throwaway server).

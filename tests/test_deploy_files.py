@@ -33,10 +33,9 @@ import yaml
 from coordinator import Coordinator, EmbeddedRedis
 from coordinator import constants as C
 from coordinator.cli.main import cli
-from coordinator.embedded import free_port
+from coordinator.processes import free_port
 from coordinator.settings import _ENV_NAMES, Settings
-from tests.conftest import wait_until
-from tests.test_acl import NO_RETRY, acl_rules, password
+from tests.helpers import NO_RETRY, acl_rules, password, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

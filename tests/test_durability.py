@@ -26,10 +26,10 @@ from coordinator import (
     ReplicationTimeout,
     Settings,
 )
-from coordinator.embedded_cluster import EmbeddedCluster
-from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.keys import KeySpace
-from tests.conftest import AsyncAsSync, snapshot
+from coordinator.local.cluster import EmbeddedCluster
+from coordinator.local.sentinel import EmbeddedSentinel
+from tests.helpers import AsyncAsSync, snapshot
 
 FAST = {"wait_timeout": 0.3, "socket_timeout": 5, "retry_attempts": 1}
 

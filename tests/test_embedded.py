@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from coordinator import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
-from coordinator.embedded import terminate
-from tests.conftest import BINARIES
+from coordinator.processes import terminate
+from tests.helpers import BINARIES
 
 
 @pytest.mark.parametrize("binary", [b for _, b in BINARIES], ids=[label for label, _ in BINARIES])

@@ -13,7 +13,7 @@ from coordinator import ConflictError, EventType, SessionLeaseExpired
 from coordinator.events import EVENT_FIELDS
 from coordinator.scripts import lua_dir
 from coordinator.timestamps import stream_id_ms
-from tests.conftest import stream_entries
+from tests.helpers import stream_entries
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,7 @@ from coordinator import (
     Settings,
     ShardCountMismatch,
 )
-from tests.conftest import snapshot, stream_entries
+from tests.helpers import snapshot, stream_entries
 
 
 def test_unreachable_redis_is_a_typed_error_without_the_password() -> None:

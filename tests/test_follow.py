@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from coordinator import AsyncCoordinator, Coordinator, EventType
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def _projects(events: list[Any]) -> list[int]:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from coordinator import AsyncCoordinator, Coordinator, CoordinatorError, Settings
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 NAMESPACES = ("team", "team-2")  # one is a prefix of the other's name
 

@@ -30,9 +30,10 @@ from coordinator.migrate import (
     read_database,
     read_state,
 )
+from coordinator.settings import Settings
 from coordinator.sinks import LEGACY_SHARD, sink_from_url
 from coordinator.timestamps import stream_id_ms
-from tests.conftest import snapshot, stream_entries
+from tests.helpers import snapshot, stream_entries
 
 #: The original's tables (its SQLite backend's DDL for them).
 LEGACY_DDL = """
@@ -621,17 +622,19 @@ def test_read_functions_raise_typed_errors(tmp_path: Path) -> None:
 
 
 def test_import_and_log_calls_touch_one_hash_slot(db: Path, tmp_path: Path) -> None:
-    from coordinator.compat import log_event_op
+    from coordinator.core import CoordinatorCore
     from coordinator.migrate import import_op, plan
 
     database: LegacyDatabase = read_database(db)
     state = read_state(state_file(tmp_path / "state.json", "proj-s"))
-    keys = KeySpace("coord", 16)
+    operations = CoordinatorCore(Settings(namespace="coord", shards=16))
+    keys = operations.keys
     for step in plan(database, state, "Scribe", {}):
-        call = import_op(keys, step, db).call
+        call = import_op(operations, step, db).call
         assert len({key_slot(k.encode()) for k in call.keys}) == 1
         assert call.keys[1] == keys.stream(keys.shard_of(step.agent_id))
-    call = log_event_op(keys, "agent-1", "", "note", "", None, None, None, True, None, None).call
+    log = operations.log_event("agent-1", "", "note", "", None, None, None, True, None, None)
+    call = log.call
     assert call.keys == (keys.stream(keys.shard_of("agent-1")),)
 
 

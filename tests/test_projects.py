@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from coordinator import ConflictError, RequestIdReusedError, SessionLeaseExpired
-from tests.conftest import snapshot, stream_entries
+from tests.helpers import snapshot, stream_entries
 
 pytestmark = pytest.mark.cluster
 

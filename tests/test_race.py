@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from coordinator import ConflictError, Coordinator
-from tests.conftest import stream_entries
+from tests.helpers import stream_entries
 
 PROCESSES = 4
 ATTEMPTS = 150

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
-from coordinator.embedded_sentinel import EmbeddedSentinel
+from coordinator.local.sentinel import EmbeddedSentinel
 from coordinator.scripts import sources
-from tests.conftest import AsyncAsSync
+from tests.helpers import AsyncAsSync
 
 #: Retries that span a failover (sentinels notice a dead primary after 1.5 s here).
 RIDE_THROUGH = {

@@ -15,7 +15,7 @@ from coordinator import (
     SessionAlreadyActive,
     SessionLeaseExpired,
 )
-from tests.conftest import stream_entries, wait_until
+from tests.helpers import stream_entries, wait_until
 
 pytestmark = pytest.mark.cluster
 

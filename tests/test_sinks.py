@@ -146,7 +146,8 @@ def _at(i: int) -> datetime:
 
 
 def test_a_process_sink_writes_through_its_child_and_survives_its_death(tmp_path: Path) -> None:
-    from coordinator.sinks.process import ProcessSink, SinkRefused
+    from coordinator.errors import SinkRefused
+    from coordinator.sinks.process import ProcessSink
 
     url = f"sqlite:///{tmp_path / 'events.db'}"
     sink = ProcessSink(sink_from_url(url))

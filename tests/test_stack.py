@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator
 from coordinator.cli.main import cli
-from coordinator.stack import STACK_FILE, LocalStack, StackRunning, read_stack
+from coordinator.errors import StackRunning
+from coordinator.local.stack import STACK_FILE, LocalStack, read_stack
 
 
 def test_stack_records_itself_and_refuses_a_second_one(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from coordinator.constants import DEFAULT_CONSUMER_GROUP as GROUP
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -149,7 +149,7 @@ def test_a_worker_is_a_consumer_with_a_liveness_key(client: Any, raw: redis.Redi
 
 @pytest.mark.single_node
 def test_stats_through_sentinel(redis_server: Any, tmp_path: Any, make_coordinator: Any) -> None:
-    from coordinator.embedded_sentinel import EmbeddedSentinel
+    from coordinator.local.sentinel import EmbeddedSentinel
 
     with EmbeddedSentinel(tmp_path / "s", binary=redis_server.binary) as group:
         client = make_coordinator(group.url)

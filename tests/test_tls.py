@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coordinator import CoordinatorUnavailable, EmbeddedRedis
-from coordinator.embedded import free_port, server_has_tls, system_binary
+from coordinator.local.embedded import server_has_tls, system_binary
+from coordinator.processes import free_port
 
 TLS_BINARY = system_binary()
 pytestmark = pytest.mark.skipif(

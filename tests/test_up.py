@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from coordinator.embedded import free_port
+from coordinator.local.stack import STACK_FILE, StackInfo, read_stack
+from coordinator.processes import free_port
 from coordinator.sinks import sink_from_url
-from coordinator.stack import STACK_FILE, StackInfo, read_stack
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -9,7 +9,7 @@ import redis
 
 from coordinator import InvalidInputError, validation
 from coordinator import constants as C
-from tests.conftest import snapshot
+from tests.helpers import snapshot
 
 BAD_AGENT_IDS = [
     "",

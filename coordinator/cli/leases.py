@@ -7,7 +7,7 @@ from itertools import islice
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import (
     LEASE_HEADERS,
     duration,
@@ -121,8 +121,3 @@ def revoke_command(state: CliState, agent: str, reason: str, yes: bool) -> None:
     if not client.revoke_session(agent, reason=reason):
         raise click.ClickException(f"agent {agent!r} has no live session")
     click.echo(f"revoked the live session of agent {agent!r}")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(leases_command)
-    group.add_command(lease_group)

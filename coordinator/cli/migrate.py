@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import emit_json, emit_table, iso
 from coordinator.migrate import (
     DEFAULT_STATE_AGENT,
@@ -175,7 +175,3 @@ def _print(report: Report, imported: HistoryImport) -> None:
         )
     else:
         click.echo(f"{report.changed} record(s) changed")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(migrate_command)

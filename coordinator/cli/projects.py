@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import emit_json, emit_table, iso, project_json
 from coordinator.errors import ConflictError, SessionLeaseExpired
 from coordinator.models import AgentProject
@@ -114,7 +114,3 @@ def clear_command(
 ) -> None:
     """Clear AGENT's project (a versioned, audited write)."""
     _write(state, agent, None, session, expected, request_id, as_json)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(project_group)

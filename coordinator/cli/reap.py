@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import emit_json
 
 
@@ -19,7 +19,3 @@ def reap_command(state: CliState, as_json: bool) -> None:
         emit_json({"reaped": reaped})
     else:
         click.echo(reaped)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(reap_command)

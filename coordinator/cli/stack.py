@@ -10,10 +10,11 @@ from types import FrameType
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
+from coordinator.errors import StackRunning
+from coordinator.local.stack import LocalStack
 from coordinator.paths import default_data_dir
 from coordinator.settings import Settings
-from coordinator.stack import LocalStack, StackRunning
 
 
 @click.command("up")
@@ -78,7 +79,3 @@ def up_command(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("stopped", err=True)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(up_command)

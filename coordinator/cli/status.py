@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import duration, emit_json, emit_table
 from coordinator.stats import NamespaceStats, StreamStats
 
@@ -111,7 +111,3 @@ def _workers(stats: NamespaceStats) -> str:
         details.append(f"{worker.pending} pending")
         parts.append(f"{worker.consumer} ({', '.join(details)})")
     return f"{len(stats.workers)} alive: " + "; ".join(parts)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(status_command)

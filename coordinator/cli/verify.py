@@ -7,7 +7,7 @@ from types import FrameType
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import emit_json
 from coordinator.verify import VerifyOptions, run_verify
 from coordinator.verify.nemesis import NEMESES
@@ -128,7 +128,3 @@ def verify_command(
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(verify_command)

@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 
 import click
 
-from coordinator.cli.main import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import emit_json
 from coordinator.worker import WorkerOptions, run_worker, worker_alive
+
+#: Every default the options show is the worker's own (``coordinator.worker.options``).
+_D = WorkerOptions()
 
 
 class JsonLines(logging.Formatter):
@@ -46,17 +49,19 @@ def _configure_logging(fmt: str, level: str) -> None:
 @click.option(
     "--consumer", help="Consumer name (default <host>-<pid>); stable names resume faster."
 )
-@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+@click.option("--batch", type=click.IntRange(1, 100_000), default=_D.batch, show_default=True,
               help="Most entries read per stream per call.")  # fmt: skip
-@click.option("--block-ms", type=click.IntRange(1, 60_000), default=1000, show_default=True,
-              help="How long a read waits for new entries.")  # fmt: skip
-@click.option("--claim-idle-ms", type=click.IntRange(1), default=60_000, show_default=True,
+@click.option("--block-ms", type=click.IntRange(1, 60_000), default=_D.block_ms,
+              show_default=True, help="How long a read waits for new entries.")  # fmt: skip
+@click.option("--claim-idle-ms", type=click.IntRange(1), default=_D.claim_idle_ms,
+              show_default=True,
               help="Claim entries pending this long on another consumer.")  # fmt: skip
-@click.option("--max-deliveries", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--max-deliveries", type=click.IntRange(1), default=_D.max_deliveries,
+              show_default=True,
               help="Dead-letter an entry delivered more often than this.")  # fmt: skip
-@click.option("--reap-interval", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
-              help="Seconds between lease reaper runs (0: off).")  # fmt: skip
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+@click.option("--reap-interval", type=click.FloatRange(0, 3600), default=_D.reap_interval,
+              show_default=True, help="Seconds between lease reaper runs (0: off).")  # fmt: skip
+@click.option("--metrics-host", default=_D.metrics_host, show_default=True,
               help="Address of the metrics server.")  # fmt: skip
 @click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="COORDINATOR_METRICS_PORT",
               help="Serve /metrics, /healthz, /readyz. [env COORDINATOR_METRICS_PORT]")  # fmt: skip
@@ -115,7 +120,3 @@ def worker_command(
     metrics = asyncio.run(run_worker(settings, options=options))
     if burst:
         emit_json(metrics.summary())
-
-
-def register(group: click.Group) -> None:
-    group.add_command(worker_command)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from coordinator.errors import InvalidInputError
-from coordinator.sinks.base import LEGACY_SHARD, ROW_COLUMNS, TABLE, EventRow, Sink, event_row
+from coordinator.events import LEGACY_SHARD, ROW_COLUMNS, EventRow, event_row
+from coordinator.sinks.base import TABLE, Sink
 
 __all__ = [
     "LEGACY_SHARD",

@@ -14,55 +14,23 @@ Each sink serialises its own use with a lock, so one instance may be shared.
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from coordinator import validation
 from coordinator.errors import ConfigurationError, SinkUnavailable, first_line
+from coordinator.events import ROW_COLUMNS, EventRow, event_row, row_event
 from coordinator.models import AgentEvent
-from coordinator.timestamps import datetime_to_ms, ms_to_datetime
+from coordinator.timestamps import datetime_to_ms, stream_id_key
 
 T = TypeVar("T")
 
 TABLE: Final = "agent_project_events"
 #: Bumped when the table changes; recorded in ``coordinator_sink_schema``.
-SCHEMA_VERSION: Final = 1
-#: Imported history (``coordinator migrate-legacy``) has no stream: it is stored under
-#: this shard, with ``stream_id`` ``<created_ms>-<legacy id>``.
-LEGACY_SHARD: Final = -1
-
-#: Columns written by :meth:`Sink.write`, in :data:`EventRow` order (``created_at`` is
-#: computed by the database from ``created_ms``).
-ROW_COLUMNS: Final = (
-    "namespace",
-    "shard",
-    "stream_id",
-    "created_ms",
-    "stream_seq",
-    "agent_id",
-    "session_id",
-    "event_type",
-    "from_project",
-    "to_project",
-    "expected_version",
-    "actual_version",
-    "success",
-    "error_message",
-    "metadata",
-    "fencing_token",
-)
-#: namespace, shard, stream_id, created_ms, stream_seq, agent_id, session_id,
-#: event_type, from_project, to_project, expected_version, actual_version, success,
-#: error_message, metadata (JSON text or None), fencing_token.
-EventRow: TypeAlias = tuple[
-    str, int, str, int, int, str, "str | None", str, "str | None", "str | None",
-    "int | None", "int | None", bool, "str | None", "str | None", "int | None",
-]  # fmt: skip
-
+SINK_SCHEMA_VERSION: Final = 1
 #: The table's columns after ``id``: name and type as (SQLite, PostgreSQL). The two
 #: dialects differ only in these types.
 COLUMNS: Final = (
@@ -92,6 +60,8 @@ COLUMNS: Final = (
     ("fencing_token", "INTEGER", "BIGINT"),
 )
 SQLITE, POSTGRES = 1, 2
+#: Columns read back into an :class:`AgentEvent`.
+_READ_COLUMNS: Final = ROW_COLUMNS[1:]
 
 
 def schema_sql(dialect: int, primary_key: str) -> str:
@@ -128,66 +98,13 @@ def record_version(cursor: Any, placeholder: str) -> None:
     recorded = cursor.fetchone()[0]
     if recorded is None:
         cursor.execute(
-            f"INSERT INTO {SCHEMA_TABLE} (version) VALUES ({placeholder})", (SCHEMA_VERSION,)
+            f"INSERT INTO {SCHEMA_TABLE} (version) VALUES ({placeholder})", (SINK_SCHEMA_VERSION,)
         )
-    elif recorded > SCHEMA_VERSION:
+    elif recorded > SINK_SCHEMA_VERSION:
         raise ConfigurationError(
             f"the event sink has schema version {recorded}; this version of "
-            f"agent-coordinator knows {SCHEMA_VERSION} (upgrade it)"
+            f"agent-coordinator knows {SINK_SCHEMA_VERSION} (upgrade it)"
         )
-
-
-#: Columns read back into an :class:`AgentEvent`.
-_READ_COLUMNS: Final = ROW_COLUMNS[1:]
-
-
-def event_row(namespace: str, event: AgentEvent) -> EventRow:
-    """The row of an already decoded event (the worker builds rows straight from
-    stream fields instead, see :func:`coordinator.events.entry_row`)."""
-    ms, _, seq = event.stream_id.partition("-")
-    return (
-        namespace,
-        event.shard,
-        event.stream_id,
-        int(ms),
-        int(seq or 0),
-        event.agent_id,
-        event.session_id,
-        event.event_type.value,
-        event.from_project,
-        event.to_project,
-        event.expected_version,
-        event.actual_version,
-        event.success,
-        event.error_message,
-        None if event.metadata is None else json.dumps(event.metadata, separators=(",", ":")),
-        event.fencing_token,
-    )
-
-
-def row_event(row: Sequence[Any]) -> AgentEvent:
-    """The event of a row in :data:`ROW_COLUMNS` order without its namespace (as read
-    back from the table, or an :data:`EventRow` minus its first item)."""
-    (shard, stream_id, created_ms, _seq, agent, session, etype, from_p, to_p, expected,
-     actual, success, error, metadata, token) = row  # fmt: skip
-    if isinstance(metadata, str):
-        metadata = json.loads(metadata)
-    return AgentEvent(
-        agent_id=agent,
-        session_id=session,
-        event_type=etype,
-        from_project=from_p,
-        to_project=to_p,
-        expected_version=expected,
-        actual_version=actual,
-        success=bool(success),
-        error_message=error,
-        metadata=metadata,
-        created_at=ms_to_datetime(created_ms),
-        fencing_token=token,
-        shard=shard,
-        stream_id=stream_id,
-    )
 
 
 class Sink(ABC):
@@ -301,7 +218,7 @@ class Sink(ABC):
             if len(batch) < page:
                 return
             last = batch[-1]
-            after = (datetime_to_ms(last.created_at), int(last.stream_id.partition("-")[2]),
+            after = (datetime_to_ms(last.created_at), stream_id_key(last.stream_id)[1],
                      last.shard)  # fmt: skip
 
     def count(self, namespace: str, event_type: str | None = None) -> int:

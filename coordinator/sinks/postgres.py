@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from coordinator.errors import ConfigurationError
+from coordinator.events import ROW_COLUMNS, EventRow
 from coordinator.settings import redact_url
 from coordinator.sinks.base import (
     COLUMNS,
     POSTGRES,
-    ROW_COLUMNS,
     TABLE,
-    EventRow,
     Sink,
     check_existing,
     record_version,

@@ -24,19 +24,15 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from coordinator.embedded import terminate
-from coordinator.errors import SinkUnavailable
-from coordinator.sinks.base import EventRow, Sink
-
-
-class SinkRefused(Exception):
-    """The child's sink refused the batch's data (not an outage)."""
-
+from coordinator.errors import SinkRefused, SinkUnavailable
+from coordinator.events import EventRow
+from coordinator.processes import terminate
+from coordinator.sinks.base import Sink
 
 #: Rows go to the child as ``marshal`` data (they hold only str, int, bool and None,
-#: and both ends run the same interpreter): about 3x cheaper to write than pickle,
-#: which memoises every string (0.27 against 0.75 us per row for 16,000 rows, measured
-#: by hand), and the write runs in the worker, beside its reading.
+#: and both ends run the same interpreter): cheaper to write than pickle, which
+#: memoises every string, and the write runs in the worker, beside its reading
+#: (figures: docs/benchmarks.md, "Event worker").
 #: Version 2 does without marshal's back-references, the slower part of dumping.
 _MARSHAL_VERSION: Final = 2
 
@@ -144,10 +140,10 @@ class ProcessSink:
 
 
 if __name__ == "__main__":
-    from coordinator.collector import fewer_collections
+    from coordinator.gc_tuning import fewer_collections
 
     # Each batch unpacks into tens of thousands of tuples, all freed by reference
-    # counting (measured by hand, not in bench/: about 4 % of the child's CPU per row).
+    # counting: the cycle collector would rescan them for nothing.
     with fewer_collections():
         _serve(
             os.environ.pop(URL_VARIABLE),

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from coordinator.events import ROW_COLUMNS, EventRow
 from coordinator.sinks.base import (
-    ROW_COLUMNS,
     SQLITE,
     TABLE,
-    EventRow,
     Sink,
     check_existing,
     record_version,
@@ -36,9 +35,8 @@ _INSERT = (
 
 #: With the default 2 MB page cache, every batch re-read index pages from the OS; with
 #: the default checkpoint every 1,000 WAL pages, the hot index pages were copied back to
-#: the database file after nearly every batch. Measured: the sink alone (400,000 rows
-#: in 16,000-row transactions) spent a fifth less CPU per row; the worker's writer
-#: process 9.7 against 8.9 us per event (bench/bench_worker.py). The cache is an upper
+#: the database file after nearly every batch; less CPU per row with these (figures:
+#: docs/benchmarks.md, "Event worker"). The cache is an upper
 #: bound, not an allocation; the log is truncated back to ``journal_size_limit`` after
 #: each checkpoint.
 _TUNING: Final = (

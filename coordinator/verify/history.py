@@ -54,10 +54,6 @@ class Operation:
     retries: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def is_write(self) -> bool:
-        return self.kind == "cas"
-
     def describe(self, origin: int = 0) -> str:
         """One line for people: process, call, outcome and times (ms from ``origin``)."""
         args = ""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from coordinator.embedded import EmbeddedRedis
+from coordinator.local.embedded import EmbeddedRedis
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 
 from coordinator.client import Coordinator
-from coordinator.embedded import EmbeddedRedis
 from coordinator.errors import CoordinatorError, InvalidInputError
 from coordinator.events import decode_entry
+from coordinator.local.embedded import EmbeddedRedis
 from coordinator.models import AgentEvent
 from coordinator.settings import Settings
 from coordinator.sinks import sink_from_url
@@ -290,7 +290,7 @@ def _persisted_audit(
     with contextlib.closing(sink_from_url(worker.sink_url)) as sink:
         persisted = list(sink.events(namespace))
     raw = coordinator.redis()
-    keys = coordinator._core.keys
+    keys = coordinator.keys
     dead = sum(int(raw.xlen(keys.dead_letters(s))) for s in range(keys.shards))
     report.anomalies += compare_persisted(persisted, stream, dead, ANOMALY_SHARD)
     report.checks["persisted"] = (
@@ -336,7 +336,7 @@ def read_audit(coordinator: Coordinator, page: int = 1000) -> dict[str, list[Age
     """Every event of the namespace's shard streams, per agent, in stream order."""
     raw = coordinator.redis()
     events: dict[str, list[AgentEvent]] = defaultdict(list)
-    keys = coordinator._core.keys
+    keys = coordinator.keys
     for shard in range(keys.shards):
         low = "-"
         while True:

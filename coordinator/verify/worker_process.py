@@ -10,17 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.embedded import terminate
-from coordinator.errors import CoordinatorError
+from coordinator.errors import WorkerFailed
+from coordinator.processes import terminate
 from coordinator.settings import Settings
 
 #: One consumer name for every incarnation: a restarted worker re-reads its own
 #: pending entries at once instead of waiting for them to be claimed.
 CONSUMER = "verify"
-
-
-class WorkerFailed(CoordinatorError):
-    """The verify run's worker could not drain the streams."""
 
 
 class WorkerProcess:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.collector import THRESHOLD, fewer_collections
+from coordinator.gc_tuning import THRESHOLD, fewer_collections
 
 
 @pytest.fixture(autouse=True)

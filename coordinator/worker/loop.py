@@ -35,7 +35,6 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
@@ -47,25 +46,24 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from coordinator import constants as C
-from coordinator import validation
 from coordinator.aio import AsyncCoordinator
-from coordinator.collector import fewer_collections
 from coordinator.errors import (
-    AccessDenied,
     CoordinatorUnavailable,
-    InvalidInputError,
     SinkUnavailable,
     first_line,
 )
-from coordinator.events import entry_row
-from coordinator.metrics import MetricsServer, WorkerMetrics
-from coordinator.models import EventType
+from coordinator.events import EventRow, entry_row
+from coordinator.failures import Backoff
+from coordinator.gc_tuning import fewer_collections
 from coordinator.settings import Settings
-from coordinator.sinks import EventRow, Sink, sink_from_url
+from coordinator.sinks import Sink, sink_from_url
 from coordinator.sinks.process import ProcessSink
 from coordinator.sinks.sqlite import SQLiteSink
+from coordinator.stats import oldest_pending_age, trim_point
 from coordinator.timestamps import stream_id_key
+from coordinator.worker.metrics import MetricsServer, WorkerMetrics
+from coordinator.worker.options import WorkerOptions, default_consumer
+from coordinator.worker.watch import RegressionWatch, anomaly_row
 
 log = logging.getLogger("coordinator.worker")
 
@@ -74,146 +72,8 @@ try:  # redis[hiredis] is a dependency; tolerate an installation without it
 except ImportError:  # pragma: no cover
     _pack = None  # type: ignore[assignment]
 
-#: The worker stores an audit_anomaly event raised for an entry of shard ``s`` under
-#: shard ``ANOMALY_SHARD - s`` with the entry's stream id: unique, and raising it
-#: again is ignored by the sink.
-ANOMALY_SHARD: Final = -2
-#: Event types whose ``actual_version`` is the record's new version.
-_VERSIONED: Final = frozenset(
-    {
-        EventType.PROJECT_SET.value,
-        EventType.PROJECT_SWITCHED.value,
-        EventType.PROJECT_CLEARED.value,
-        EventType.PROJECT_IMPORTED.value,
-    }
-)
-_STARTED: Final = EventType.SESSION_STARTED.value
 #: Seconds between repeated "still unavailable" log lines during an outage.
 _OUTAGE_LOG_EVERY: Final = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How the worker reads, retries and reports (every field has a safe default)."""
-
-    #: Consumer name; stable names let a restarted worker re-read its own pending
-    #: entries at once (default ``<host>-<pid>``, reclaimed after ``claim_idle_ms``).
-    consumer: str | None = None
-    group: str = C.DEFAULT_CONSUMER_GROUP
-    #: Most entries read per stream per call (one batch is at most shards x batch).
-    batch: int = 1000
-    #: How long one read blocks when there is nothing new (ms).
-    block_ms: int = 1000
-    #: Entries pending this long on any consumer are claimed; keep it well above the
-    #: slowest batch (ms).
-    claim_idle_ms: int = 60_000
-    #: Seconds between claim rounds.
-    claim_interval: float = 5.0
-    #: Deliveries after which an entry is dead-lettered instead of retried.
-    max_deliveries: int = 5
-    #: Seconds between reaper runs (0 disables reaping in this worker).
-    reap_interval: float = 0.5
-    #: Seconds between trims (and the pending / length gauges).
-    trim_interval: float = 1.0
-    #: TTL of the liveness key (s); refreshed every second.
-    liveness_ttl: float = 15.0
-    #: Drain everything there is, then exit.
-    burst: bool = False
-    metrics_host: str = "127.0.0.1"
-    #: Serve ``/metrics``, ``/healthz``, ``/readyz`` here (0: a free port; None: off).
-    metrics_port: int | None = None
-    #: Upper bound of the backoff between retries during an outage (s).
-    retry_cap: float = 5.0
-    #: Agents whose last version and fencing token are remembered for the regression
-    #: check (the first seen forgotten first).
-    watch_agents: int = 200_000
-    #: Write a SQLite sink named by URL from a child process (see sinks/process.py).
-    sink_process: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("batch", "block_ms", "claim_idle_ms", "max_deliveries", "watch_agents"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise InvalidInputError(name, "must be a positive integer")
-        for name in ("claim_interval", "trim_interval", "liveness_ttl", "retry_cap"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < 86400:
-                raise InvalidInputError(name, "must be a positive number of seconds")
-        if not isinstance(self.reap_interval, int | float) or not 0 <= self.reap_interval < 86400:
-            raise InvalidInputError("reap_interval", "must be 0 (off) or a number of seconds")
-        if self.consumer is not None:
-            validation.worker_name("consumer", self.consumer)
-        validation.worker_name("group", self.group)
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise InvalidInputError("metrics_port", "must be a TCP port")
-
-
-def default_consumer() -> str:
-    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
-    return f"{host or 'worker'}-{os.getpid()}"
-
-
-@dataclass
-class RegressionWatch:
-    """Remembers each agent's last persisted version and fencing token.
-
-    Within one shard stream an agent's events are totally ordered, and accepted
-    versions and tokens only rise; a later event that carries a lower one means
-    acknowledged writes were lost (e.g. by an asynchronous failover).
-    """
-
-    capacity: int = 200_000
-    #: agent -> (ms, seq) of its last event, highest version and fencing token seen
-    seen: dict[str, tuple[int, int, int | None, int | None]] = field(default_factory=dict)
-
-    def check(self, rows: Sequence[EventRow]) -> list[tuple[EventRow, str, str]]:
-        """Rows that regress, with the kind and a description."""
-        found: list[tuple[EventRow, str, str]] = []
-        seen = self.seen
-        get = seen.get
-        for row in rows:
-            if not row[12]:  # rejected attempts change nothing
-                continue
-            agent, etype, token = row[5], row[7], row[15]
-            version = row[11] if etype in _VERSIONED else None
-            prev = get(agent)
-            if prev is None:
-                seen[agent] = (row[3], row[4], version, token)
-                continue
-            ms, seq, last_version, last_token = prev
-            if (row[3], row[4]) <= (ms, seq):  # a re-delivery (or older): nothing new
-                continue
-            if version is not None and last_version is not None:
-                if version <= last_version:
-                    found.append(
-                        (row, "version_regression", f"version {version} after {last_version}")
-                    )
-                    version = last_version
-            elif version is None:
-                version = last_version
-            if token is not None and last_token is not None:
-                if token < last_token or (etype == _STARTED and token == last_token):
-                    found.append(
-                        (row, "fencing_regression", f"fencing token {token} after {last_token}")
-                    )
-                token = max(token, last_token)
-            elif token is None:
-                token = last_token
-            seen[agent] = (row[3], row[4], version, token)
-        # Forget the agents seen first (insertion order) beyond the capacity.
-        for _ in range(len(seen) - self.capacity):
-            del seen[next(iter(seen))]
-        return found
-
-
-def anomaly_row(row: EventRow, kind: str, description: str) -> EventRow:
-    """The audit_anomaly event raised for a regressing row (see :data:`ANOMALY_SHARD`)."""
-    meta = json.dumps({"kind": kind, "shard": row[1], "stream_id": row[2], "event": row[7]})
-    return (
-        row[0], ANOMALY_SHARD - row[1], row[2], row[3], row[4], row[5], row[6],
-        EventType.AUDIT_ANOMALY.value, row[8], row[9], row[10], row[11], False,
-        description, meta, row[15],
-    )  # fmt: skip
 
 
 #: A stream entry as read: shard, entry id, fields (a dict, the flat field/value list
@@ -267,6 +127,8 @@ class EventWorker:
         self.streams = {self.keys.stream(s): s for s in range(self.keys.shards)}
         self._stopping = asyncio.Event()
         self._rng = random.Random()
+        #: Outages: doubling from 50 ms up to ``retry_cap`` (the clients' backoff).
+        self._retry_backoff = Backoff(0.05, self.options.retry_cap)
         self._client: Any = None
         self._started_at = datetime.now(UTC).isoformat()
         self._last_loop = 0.0
@@ -322,8 +184,8 @@ class EventWorker:
             try:
                 if self._client is None:
                     self._client = await self.coordinator.redis()
-                    # Entries as flat field/value lists: building a dict per entry
-                    # would cost a fifth of the worker's time (entry_row reads both).
+                    # Entries as flat field/value lists: a dict per entry is a large
+                    # share of the worker's time (entry_row reads both shapes).
                     self._client.set_response_callback("XREADGROUP", _raw_reply)
                     await self._ensure_groups()
                     self._redis_up()
@@ -341,7 +203,7 @@ class EventWorker:
             except (NoPermissionError, AuthenticationError) as exc:
                 # Wrong credentials, or an ACL user without the worker's commands:
                 # retrying cannot help. Exit; the supervisor restarts the worker.
-                raise _access_denied(self.settings, exc) from None
+                raise self.coordinator.operations.failures.redis_error(exc) from None
             except ResponseError as exc:
                 # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
@@ -634,10 +496,10 @@ class EventWorker:
         shard, entry_id, fields = entry
         if isinstance(fields, list):
             fields = dict(zip(fields[::2], fields[1::2], strict=False))
-        op = self.coordinator._core.dead_letter(
+        op = self.coordinator.operations.dead_letter(
             shard, self.group, entry_id, self.consumer, reason, fields
         )
-        moved = await self.coordinator._run(op)  # internal: the worker is part of the package
+        moved = await self.coordinator.execute(op)
         if moved:
             self.metrics.dead_lettered += 1
             log.warning("entry %s of shard %d dead-lettered: %s", entry_id, shard, reason)
@@ -714,7 +576,7 @@ class EventWorker:
             pipe.xlen(stream)
         replies = await pipe.execute()
         now_ms = int(time.time() * 1000)
-        pending_total, oldest, length = 0, None, 0
+        pending_total, oldest, length = 0, 0.0, 0
         trims: list[tuple[str, str]] = []
         for i, stream in enumerate(self.streams):
             groups, pending, xlen = replies[3 * i : 3 * i + 3]
@@ -722,17 +584,10 @@ class EventWorker:
             if mine is None:
                 continue
             length += int(xlen)
-            delivered = mine["last-delivered-id"]
-            ms, _, seq = delivered.partition("-")
-            threshold = f"{ms}-{int(seq) + 1}"
-            if pending["pending"]:
-                pending_total += int(pending["pending"])
-                low = pending["min"]
-                if stream_id_key(low) < stream_id_key(threshold):
-                    threshold = low
-                age = now_ms - stream_id_key(low)[0]
-                oldest = age if oldest is None else max(oldest, age)
-            if threshold != "0-1":
+            pending_total += int(pending["pending"] or 0)
+            oldest = max(oldest, oldest_pending_age(now_ms, pending) or 0.0)
+            threshold = trim_point(mine["last-delivered-id"], pending)
+            if threshold is not None:
                 trims.append((stream, threshold))
         if trims:
             pipe = self._client.pipeline(transaction=False)
@@ -741,7 +596,7 @@ class EventWorker:
             trimmed = await pipe.execute()
             length -= sum(int(n) for n in trimmed)
         self.metrics.pending = pending_total
-        self.metrics.oldest_pending_age = 0.0 if oldest is None else max(0, oldest) / 1000
+        self.metrics.oldest_pending_age = oldest
         self.metrics.stream_length = length
 
     async def _drained(self) -> bool:
@@ -771,8 +626,7 @@ class EventWorker:
     # --- outages -------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        """Full jitter, doubling from 50 ms up to ``retry_cap``."""
-        return self._rng.uniform(0, min(self.options.retry_cap, 0.05 * 2 ** min(attempt, 10)))
+        return self._retry_backoff.delay(attempt, self._rng)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, waking early when asked to stop."""
@@ -807,7 +661,7 @@ class EventWorker:
         if first or now - self._outage_logged[what] >= _OUTAGE_LOG_EVERY:
             self._outage_logged[what] = now
             verb = "unavailable" if first else "still unavailable"
-            log.warning("%s %s (retrying): %s", what, verb, _one_line(exc))
+            log.warning("%s %s (retrying): %s", what, verb, one_line(exc))
 
     def _log_recovered(self, what: str) -> None:
         if self._outage_logged.pop(what, None) is not None:
@@ -828,70 +682,5 @@ def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
     return [(pair[0], pair[1]) for pair in reply]
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
-
-
-async def run_worker(
-    settings: Settings | None = None,
-    sink: Sink | None = None,
-    options: WorkerOptions | None = None,
-) -> WorkerMetrics:
-    """Run a worker until SIGTERM/SIGINT (or drained, with ``burst=True``).
-
-    The first signal finishes the batch in hand; a second one exits at once.
-    """
-    import signal
-
-    worker = EventWorker(settings or Settings.from_env(), sink, options)
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-
-    def on_signal(signum: int) -> None:
-        if worker.stopping:
-            log.warning("second signal: exiting now")
-            os._exit(128 + signum)
-        log.info("signal %d: finishing the batch in hand, then stopping", signum)
-        worker.request_stop()
-
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        return await worker.run()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        worker.sink.close()
-
-
-async def worker_alive(settings: Settings, consumer: str | None = None) -> list[dict[str, Any]]:
-    """Liveness records of the namespace's running workers (or of one consumer)."""
-    async with AsyncCoordinator(settings) as coordinator:
-        try:
-            client = await coordinator.redis()
-            if consumer is not None:
-                keys = [coordinator.keys.worker(validation.worker_name("consumer", consumer))]
-            else:
-                # SCAN: the worker's ACL user may not have it (deploy/users.acl);
-                # name the consumer to check with GET alone.
-                pattern = coordinator.keys.worker("*")
-                keys = [key async for key in client.scan_iter(match=pattern, count=500)]
-            found = []
-            for key in keys:
-                value = await client.get(key)
-                if value:
-                    try:
-                        found.append(json.loads(value))
-                    except ValueError:
-                        found.append({"key": key})
-            return found
-        except (NoPermissionError, AuthenticationError) as exc:
-            raise _access_denied(settings, exc) from None
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise CoordinatorUnavailable(
-                f"Redis at {settings.safe_redis_url} is unavailable: {_one_line(exc)}"
-            ) from None
-
-
-def _access_denied(settings: Settings, exc: BaseException) -> AccessDenied:
-    return AccessDenied(f"Redis at {settings.safe_redis_url} refused access: {_one_line(exc)}")

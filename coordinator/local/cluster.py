@@ -26,7 +26,8 @@ import redis
 import redis.cluster
 from redis.crc import key_slot
 
-from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
+from coordinator.errors import EmbeddedRedisError
+from coordinator.local.embedded import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 

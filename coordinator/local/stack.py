@@ -23,29 +23,16 @@ from types import TracebackType
 
 import redis
 
-from coordinator.embedded import DataDirInUse, EmbeddedRedis, free_port, pid_alive, terminate
-from coordinator.errors import CoordinatorError
+from coordinator.errors import DataDirInUse, StackError, StackRunning
 from coordinator.keys import KeySpace
+from coordinator.local.embedded import EmbeddedRedis
 from coordinator.paths import default_sink_url
+from coordinator.processes import free_port, pid_alive, terminate
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
 PORT_FILE = "redis.port"
-
-
-class StackError(CoordinatorError):
-    """The local stack could not start or lost a component."""
-
-
-class StackRunning(StackError):
-    """A stack already runs in this data directory."""
-
-    def __init__(self, data_dir: Path, info: StackInfo | None) -> None:
-        where = f" at {info.redis_url} (pid {info.pid})" if info else ""
-        super().__init__(f"a stack already runs in {data_dir}{where}")
-        self.data_dir = data_dir
-        self.info = info
 
 
 @dataclass(frozen=True)

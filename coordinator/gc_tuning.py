@@ -3,11 +3,9 @@
 A batch of 16,000 entries makes about 50,000 lists and tuples (the parsed reply, the
 rows), none in a cycle and all freed by reference counting. At Python's default first
 threshold (700 allocations) that is some seventy collections a batch (50,000 / 700),
-which rescan the batch each time they promote it. Measured by hand on the load of
-bench/bench_worker.py, the threshold alone changed: the reading process spent 9.2 us of
-CPU per event at the default and 6.2 us raised (the benchmark itself does not switch
-it). The worker raises the threshold
-while it runs and restores it afterwards; the collection itself still runs, only less
+which rescan the batch each time they promote it (what that costs the worker:
+docs/benchmarks.md, "Event worker"). The worker raises the threshold while it runs and
+restores it afterwards; the collection itself still runs, only less
 often, so cycles made elsewhere in the process are still freed.
 """
 

@@ -12,7 +12,6 @@ second server from opening the same append-only file.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import filecmp
 import logging
@@ -20,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,28 +28,16 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import redis
 
-from coordinator.errors import CoordinatorError
+from coordinator import processes
+from coordinator.errors import DataDirInUse, EmbeddedRedisError
+from coordinator.processes import cmdline, free_port, pid_alive, terminate
 
 log = logging.getLogger(__name__)
 
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
-_PR_SET_PDEATHSIG = 1
-
-
-class EmbeddedRedisError(CoordinatorError):
-    """The embedded server could not be found, started or stopped."""
-
-
-class DataDirInUse(EmbeddedRedisError):
-    """Another server (or manager) already uses this data directory."""
-
-    def __init__(self, data_dir: Path, detail: str) -> None:
-        super().__init__(f"data directory {data_dir} is in use: {detail}")
-        self.data_dir = data_dir
 
 
 def find_redis_server(prefer: str | os.PathLike[str] | None = None) -> Path:
@@ -133,50 +119,6 @@ def server_has_tls(binary: Path) -> bool:
         check=False,
     )
     return "'tls-port" not in (probe.stdout + probe.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # Linux only: if the managing process dies, the server gets SIGTERM instead of
-    # living on as an orphan that keeps the append-only file open.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (ours or another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def terminate(
-    process: subprocess.Popen[Any], timeout: float, signum: int | None = signal.SIGTERM
-) -> bool:
-    """Ask a child process to exit with ``signum`` (None: it was asked some other way,
-    e.g. its input closed), wait up to ``timeout`` seconds, then kill it. True if it had
-    to be killed."""
-    if process.poll() is not None:
-        return False
-    if signum is not None:
-        process.send_signal(signum)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return True
-    return False
 
 
 class EmbeddedRedis:
@@ -290,7 +232,7 @@ class EmbeddedRedis:
                 old = int(self.pidfile.read_text().strip() or 0)
             except ValueError:
                 old = 0
-            if old and pid_alive(old) and "redis" in _cmdline(old):
+            if old and pid_alive(old) and "redis" in cmdline(old, unknown="redis"):
                 self._release_lock()
                 raise DataDirInUse(self.data_dir, f"redis-server pid {old} still runs on it")
             self.pidfile.unlink(missing_ok=True)
@@ -317,7 +259,7 @@ class EmbeddedRedis:
             stderr=subprocess.PIPE,
             # The death signal fires when the forking *thread* exits, so only arm it
             # from the main thread (a helper thread would kill its server at once).
-            preexec_fn=_die_with_parent
+            preexec_fn=processes.die_with_parent
             if self.die_with_parent
             and sys.platform == "linux"
             and threading.current_thread() is threading.main_thread()
@@ -416,10 +358,3 @@ class EmbeddedRedis:
 
     def __repr__(self) -> str:
         return f"EmbeddedRedis({self.url!r}, version={'.'.join(map(str, self.version))})"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "redis"  # cannot tell: assume it is one, refusing is the safe side

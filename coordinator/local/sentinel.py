@@ -17,8 +17,9 @@ from typing import Any, cast
 
 import redis
 
-from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
-from coordinator.embedded_cluster import poll, replication_ready
+from coordinator.errors import EmbeddedRedisError
+from coordinator.local.cluster import poll, replication_ready
+from coordinator.local.embedded import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 

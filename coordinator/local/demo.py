@@ -5,7 +5,7 @@ agents through Redis. Every round they all read an agent's record and then, rele
 together, compare-and-set it with the version they read: one wins, the others get a
 conflict. Half way an operator revokes one agent's session (the servers' later writes
 for it are rejected), and a fourth agent stops heartbeating and expires (the worker's
-reaper records it). The worker persists every event. The demo then prints the leases,
+reaper records it). The worker persists every event. The CLI then prints the leases,
 each agent's project and version and the audit summary, and checks that the persisted
 events are exactly the emitted ones: the same count of each type, the very stream ids
 of the winning writes, and versions equal to the writes won.
@@ -20,16 +20,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 from typing import Any
 
-from coordinator.cli.output import LEASE_HEADERS, emit_table, lease_row
 from coordinator.client import Coordinator
 from coordinator.errors import ConflictError, SessionLeaseExpired
-from coordinator.models import EventType
+from coordinator.local.stack import LocalStack
+from coordinator.models import AgentProject, EventType, Lease
 from coordinator.sinks import sink_from_url
-from coordinator.stack import LocalStack
 
 NAMESPACE = "demo"
 #: Agents the three server processes race on.
@@ -67,6 +67,10 @@ class DemoReport:
     projects: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The leases and records at the end, read at ``server_time``.
+    leases: list[Lease] = field(default_factory=list)
+    records: dict[str, AgentProject | None] = field(default_factory=dict)
+    server_time: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
     def check(self) -> list[str]:
         """Every way the persisted audit differs from what was emitted (empty: none)."""
@@ -136,7 +140,7 @@ def run_demo(say: Callable[[str], None] = print, data_dir: Path | None = None) -
             try:
                 _act(client, stack.url, report, say)
                 _drain(stack, report)
-                _summarise(client, report, say)
+                _summarise(client, report)
             finally:
                 client.close()
     report.seconds = time.monotonic() - started
@@ -214,31 +218,15 @@ def _drain(stack: LocalStack, report: DemoReport) -> None:
     report.persisted[WRITES] = sum(counts.get(kind, 0) for kind in _WRITE_TYPES)
 
 
-def _summarise(client: Coordinator, report: DemoReport, say: Callable[[str], None]) -> None:
-    now = client.server_time()
-    leases = client.list_leases()
-    say("\nleases:")
+def _summarise(client: Coordinator, report: DemoReport) -> None:
+    report.server_time = client.server_time()
+    report.leases = client.list_leases()
     agents = [*RACERS, SLEEPER]
-    records = dict(zip(agents, client.get_current_projects(agents), strict=True))
-    emit_table(
-        [lease_row(lease, records.get(lease.agent_id), now) for lease in leases], LEASE_HEADERS
-    )
-    say("\nprojects (version = writes won):")
+    report.records = dict(zip(agents, client.get_current_projects(agents), strict=True))
     for agent in agents:
-        record = records[agent]
-        name, version = (record.project_name, record.version) if record else (None, 0)
-        report.projects[agent] = (name, version)
-        won = len(report.winners.get(agent, ()))
-        say(f"  {agent:6s} {name or '-':12s} version {version:3d}  writes won {won:3d}")
-    say("\naudit events (emitted / persisted):")
-    for kind in sorted(set(report.emitted) | set(report.persisted)):
-        say(f"  {kind:20s} {report.emitted[kind]:5d} / {report.persisted[kind]:5d}")
-    problems = report.check()
-    report.ok = not problems
-    for problem in problems:
-        say(f"MISMATCH: {problem}")
-    if report.ok:
-        say("\nok: every emitted event was persisted exactly once")
+        record = report.records[agent]
+        report.projects[agent] = (record.project_name, record.version) if record else (None, 0)
+    report.ok = not report.check()
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = STEP_TIMEOUT) -> None:
