@@ -45,3 +45,44 @@ def test_sync_and_async_clients_have_the_same_api() -> None:
     assert sync_names == set(asyn)
     for name, params in sync.items():
         assert asyn[name.replace("close", "aclose")] == params, name
+
+
+def test_documented_import_paths_keep_working() -> None:
+    import importlib
+
+    for path in (
+        "coordinator.compat.AgentContextManager",
+        "coordinator.compat.ConflictError",
+        "coordinator.compat.SessionLeaseExpired",
+        "coordinator.EmbeddedRedis",
+        "coordinator.EmbeddedCluster",
+        "coordinator.EmbeddedSentinel",
+        "coordinator.worker.EventWorker",
+        "coordinator.worker.WorkerOptions",
+        "coordinator.worker.run_worker",
+        "coordinator.verify.run_verify",
+        "coordinator.verify.VerifyOptions",
+        "coordinator.migrate.migrate",
+        "coordinator.sinks.sink_from_url",
+        "coordinator.cli.main",
+    ):
+        module, _, name = path.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), path
+    assert issubclass(coordinator.compat.ConflictError, coordinator.ConflictError)
+
+
+def test_import_coordinator_stays_light() -> None:
+    # A fresh interpreter: the embedded-server tooling, the daemon and the CLI load
+    # only when asked for.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, coordinator\n"
+        "heavy = [m for m in sys.modules if m.partition('.')[0] == 'click' or "
+        "m.split('.')[:2] in (['coordinator', p] for p in ('local', 'worker', 'cli', 'verify'))]\n"
+        "assert not heavy, heavy\n"
+        "coordinator.EmbeddedRedis\n"
+        "assert 'coordinator.local.embedded' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
