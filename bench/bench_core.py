@@ -77,7 +77,7 @@ def sync_ratio(url: str, ops: int, rounds: int) -> dict[str, Any]:
     coord = Coordinator.from_url(url, namespace="bench", lease_ttl=3600)
     session = coord.start_session("agent-bench")
     coord.set_current_project("agent-bench", "warm", session.session_id)
-    core = coord._core
+    core = coord.operations
     op = core.set_project("agent-bench", "proj", session.session_id, None, None)
     bare = redis.Redis.from_url(url, decode_responses=True)
     script = bare.register_script(sources()["set_project"])
@@ -120,7 +120,7 @@ def async_ratio(url: str, ops: int, rounds: int) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         coord = AsyncCoordinator.from_url(url, namespace="bench", lease_ttl=3600)
         session = await coord.start_session("agent-abench")
-        op = coord._core.set_project("agent-abench", "proj", session.session_id, None, None)
+        op = coord.operations.set_project("agent-abench", "proj", session.session_id, None, None)
         bare = redis.asyncio.Redis.from_url(url, decode_responses=True)
         script = bare.register_script(sources()["set_project"])
         equivalent = bare.register_script(EQUIVALENT)
