@@ -161,7 +161,7 @@ def cluster_hot_path(cluster: EmbeddedCluster, ops: int, rounds: int) -> dict[st
     coord = Coordinator.from_url(cluster.url, namespace=NAMESPACE, lease_ttl=3600)
     sid = coord.start_session("agent-hot").session_id
     coord.set_current_project("agent-hot", "warm", sid)
-    call = coord._core.set_project("agent-hot", "proj", sid, None, None).call
+    call = coord.operations.set_project("agent-hot", "proj", sid, None, None).call
     keys, args = call.keys, call.args  # type: ignore[union-attr]
     via_cluster = cluster.client()
     sha = via_cluster.script_load(sources()["set_project"])

@@ -305,7 +305,7 @@ def test_status_with_pending_entries_dead_letters_and_a_worker(
 ) -> None:
     s = coord.start_session("agent-a")
     coord.set_current_project("agent-a", "p", s.session_id)
-    keys = coord._core.keys
+    keys = coord.keys
     shard = keys.shard_of("agent-a")
     raw.xgroup_create(keys.stream(shard), "coordinator", id="0")
     raw.xreadgroup("coordinator", "w1", {keys.stream(shard): ">"}, count=1)  # never acked

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.cluster
 def _simulate_worker(client: Any, raw: redis.Redis, agent: str, consumer: str = "w1") -> str:
     """Create the worker's group on the agent's stream, read one entry without acking
     it (a worker that crashed mid-batch) and register a liveness key."""
-    stream = client._core.keys.stream(client._core.keys.shard_of(agent))
+    stream = client.keys.stream(client.keys.shard_of(agent))
     raw.xgroup_create(stream, GROUP, id="0")
     raw.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
     liveness = {"consumer": consumer, "pid": 4242, "host": "box", "heartbeat_at": "x"}
@@ -34,9 +34,9 @@ def test_stats_of_a_busy_namespace(client: Any, raw: redis.Redis) -> None:
     client.start_session("short", ttl=0.05)
     wait_until(lambda: len(client.list_leases()) == 2, timeout=5)
     stream = _simulate_worker(client, raw, "agent-a")
-    shard = client._core.keys.shard_of("agent-a")
+    shard = client.keys.shard_of("agent-a")
     first_id = raw.xrange(stream, count=1)[0][0]
-    dead = client._core.keys.dead_letters(shard)
+    dead = client.keys.dead_letters(shard)
     raw.xadd(dead, {"entry": "poison"})
     raw.xadd(dead, {"entry": "poison"})
 
@@ -87,7 +87,7 @@ def test_lag_beyond_the_scan_limit_is_a_lower_bound_on_redis_6(
     for i in range(5):
         client.set_current_project("agent-a", f"p{i}", s.session_id)
     _simulate_worker(client, raw, "agent-a")  # 6 entries, 1 delivered
-    shard = client._core.keys.shard_of("agent-a")
+    shard = client.keys.shard_of("agent-a")
     exact = client.stats().streams[shard]
     assert (exact.lag, exact.lag_exact) == (5, True)
     bounded = client.stats(lag_scan_limit=2).streams[shard]
@@ -106,7 +106,7 @@ def test_lag_after_deletions_is_counted(client: Any, raw: redis.Redis) -> None:
     stream = _simulate_worker(client, raw, "agent-a")  # 4 entries, 1 delivered
     # A deleted undelivered entry: Redis 7 stops reporting the lag, so it is counted.
     raw.xdel(stream, raw.xrange(stream)[2][0])
-    shard = client._core.keys.shard_of("agent-a")
+    shard = client.keys.shard_of("agent-a")
     stats = client.stats().streams[shard]
     assert (stats.lag, stats.lag_exact, stats.length) == (2, True, 3)
     # Everything delivered and acknowledged: nothing lags, nothing is pending.
@@ -129,7 +129,7 @@ def test_a_worker_is_a_consumer_with_a_liveness_key(client: Any, raw: redis.Redi
     client.start_session("agent-a")
     client.start_session("agent-b")
     stream = _simulate_worker(client, raw, "agent-a", consumer="w1")
-    other = client._core.keys.stream(client._core.keys.shard_of("agent-b"))
+    other = client.keys.stream(client.keys.shard_of("agent-b"))
     if other != stream:
         raw.xgroup_create(other, GROUP, id="0")
     raw.xreadgroup(GROUP, "w1", {other: ">"})  # the same worker on a second shard
