@@ -318,12 +318,14 @@ class AsyncCoordinator:
         self._client = client
         return client
 
-    async def execute(self, op: Op[T]) -> T:
-        """Advanced: run an operation built by :attr:`operations` (one round trip, with
-        the retries, NOSCRIPT recovery and error mapping of every other call) and
-        return its decoded result. Raises what the operation's decoder raises, and
-        CoordinatorUnavailable / AccessDenied for Redis failures."""
-        return await self._run(op)
+    async def execute(self, op: Op[T] | Plan[T]) -> T:
+        """Advanced: run an operation built by :attr:`operations` (one call, or a plan of
+        several round trips) with the retries, NOSCRIPT recovery and error mapping of
+        every other call, and return its decoded result. Raises what the operation's
+        decoder raises, and CoordinatorUnavailable / AccessDenied for Redis failures."""
+        if isinstance(op, Op):
+            return await self._run(op)
+        return await self._drive(op)
 
     async def _run(self, op: Op[T]) -> T:
         client = self._client or await self._ready()

@@ -320,12 +320,14 @@ class Coordinator:
         self._client = client
         return client
 
-    def execute(self, op: Op[T]) -> T:
-        """Advanced: run an operation built by :attr:`operations` (one round trip, with
-        the retries, NOSCRIPT recovery and error mapping of every other call) and
-        return its decoded result. Raises what the operation's decoder raises, and
-        CoordinatorUnavailable / AccessDenied for Redis failures."""
-        return self._run(op)
+    def execute(self, op: Op[T] | Plan[T]) -> T:
+        """Advanced: run an operation built by :attr:`operations` (one call, or a plan of
+        several round trips) with the retries, NOSCRIPT recovery and error mapping of
+        every other call, and return its decoded result. Raises what the operation's
+        decoder raises, and CoordinatorUnavailable / AccessDenied for Redis failures."""
+        if isinstance(op, Op):
+            return self._run(op)
+        return self._drive(op)
 
     def _run(self, op: Op[T]) -> T:
         client = self._client or self._ready()

@@ -281,9 +281,32 @@ class CoordinatorCore:
 
     def cleanup_expired(self, batch: int = 256) -> Plan[int]:
         """Reap every shard's lapsed leases; returns how many this call reaped."""
+        reaped, _ = yield from self.reap_due(batch)
+        return reaped
+
+    def reap_due(self, batch: int = 256) -> Plan[tuple[int, float | None]]:
+        """Reap every shard's lapsed leases. Returns how many this call reaped and the
+        seconds (server clock) until the next lease deadline, None when no lease is
+        left: the worker sleeps exactly that long instead of polling.
+
+        One round trip finds each shard's earliest deadline (``ZRANGE 0 0``); only
+        shards with one already past are read further and reaped, so a pass that finds
+        nothing due costs what the poll it replaces did."""
         reaped = 0
+        shards = range(self.keys.shards)
         while True:
             now_ms = time_reply_ms((yield Command("time")))
+            firsts = yield Batch(
+                tuple(
+                    Command("zrange", (self.keys.index(s), 0, 0), {"withscores": True})
+                    for s in shards
+                )
+            )
+            earliest = [int(first[0][1]) if first else None for first in firsts]
+            due = [s for s, first in enumerate(earliest) if first is not None and first <= now_ms]
+            if not due:
+                upcoming = [e for e in earliest if e is not None]
+                return reaped, (min(upcoming) - now_ms) / 1000 if upcoming else None
             due_by_shard = yield Batch(
                 tuple(
                     Command(
@@ -291,22 +314,25 @@ class CoordinatorCore:
                         (self.keys.index(s), "-inf", now_ms),
                         {"start": 0, "num": batch},
                     )
-                    for s in range(self.keys.shards)
+                    for s in due
                 )
             )
-            again = False
-            for shard, due in enumerate(due_by_shard):
-                if not due:
+            this_pass = 0
+            for shard, agents in zip(due, due_by_shard, strict=True):
+                if not agents:
                     continue
                 keys: list[str] = [self.keys.index(shard), self.keys.stream(shard)]
-                for agent in due:
+                for agent in agents:
                     ak = self.keys.agent_keys(agent)
                     keys += (ak.lease, ak.agent)
                 # Re-running reaps nothing twice (each expiry is audited once), so retry.
-                reaped += int((yield Script("reap_expired", tuple(keys), tuple(due), retry=True)))
-                again = again or len(due) == batch
-            if not again:
-                return reaped
+                call = Script("reap_expired", tuple(keys), tuple(agents), retry=True)
+                this_pass += int((yield call))
+            reaped += this_pass
+            if not this_pass:
+                # A deadline this very millisecond: the server has not expired the key
+                # yet. Look again in a moment rather than spin.
+                return reaped, 0.001
 
     # --- listings -------------------------------------------------------------------
 

@@ -117,6 +117,22 @@ def test_cleanup_reaps_each_expired_session_once(make_client: Any, raw: redis.Re
     assert first.heartbeat_session(live.session_id)
 
 
+def test_reap_due_reports_the_next_deadline(client: Any) -> None:
+    assert client.execute(client.operations.reap_due()) == (0, None)  # no lease at all
+    first = client.start_session("agent-1", ttl=30)
+    client.start_session("agent-2", ttl=60)
+    reaped, wait = client.execute(client.operations.reap_due())
+    assert reaped == 0
+    assert 25 < wait <= 30  # the earliest deadline, on the server's clock
+    client.start_session("agent-3", ttl=0.05)
+    wait_until(lambda: len(client.list_leases()) == 2, timeout=5)
+    reaped, wait = client.execute(client.operations.reap_due())
+    assert reaped == 1
+    assert 25 < wait <= 30
+    client.end_session("agent-1", first.session_id)
+    assert 55 < client.execute(client.operations.reap_due())[1] <= 60
+
+
 def test_cleanup_reaps_more_than_one_batch(client: Any) -> None:
     for i in range(300):
         client.start_session(f"a{i}", ttl=0.05)

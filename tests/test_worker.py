@@ -283,6 +283,23 @@ def test_reaper_turns_an_expired_lease_into_an_event(
     client.close()
 
 
+def test_reaper_wakes_at_the_next_deadline_not_the_interval(
+    redis_url: str, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
+) -> None:
+    # reap_interval is only the longest sleep: a known deadline wakes the reaper.
+    client = Coordinator.from_url(redis_url, namespace=NS)
+    client.start_session("lasting", ttl=3600)
+    for i in range(3):
+        client.start_session(f"soon-{i}", ttl=1 + i / 2)
+    running = RunningWorker(make_worker(sqlite_sink, reap_interval=600, block_ms=50))
+    try:
+        wait_until(lambda: sqlite_sink.count(NS, event_type="session_expired") == 3, timeout=20)
+    finally:
+        running.stop()
+    assert [lease.agent_id for lease in client.list_leases()] == ["lasting"]
+    client.close()
+
+
 def test_sink_outage_pauses_and_resumes(
     redis_url: str, raw: redis.Redis, tmp_path: Path, make_worker: Callable[..., EventWorker]
 ) -> None:

@@ -166,14 +166,18 @@ class EventWorker:
             self.consumer, self.namespace, self.keys.shards,
             self.settings.safe_redis_url, self.sink.location,
         )  # fmt: skip
-        maintenance = None if self.options.burst else asyncio.ensure_future(self._maintain())
+        background = []
+        if not self.options.burst:
+            background.append(asyncio.ensure_future(self._maintain()))
+            if self.options.reap_interval:
+                background.append(asyncio.ensure_future(self._reaper()))
         try:
             with fewer_collections():
                 await self._loop()
         finally:
-            if maintenance is not None:
+            if background:
                 self.request_stop()
-                await maintenance
+                await asyncio.gather(*background)
             await self._shutdown()
         log.info("worker %s stopped: %s", self.consumer, self.metrics.summary())
         return self.metrics
@@ -193,7 +197,7 @@ class EventWorker:
                     await self._recover_own_pending()
                     self._recovered = True
                 if self.options.burst:
-                    await self._housekeeping()
+                    await self._housekeeping(reap=True)
                 await self._claim_when_due()
                 got = await self._read_new()
                 if not got and self.options.burst and await self._drained():
@@ -539,18 +543,40 @@ class EventWorker:
                     await self._pause(self._backoff(attempt))
             await self._pause(0.05)
 
-    async def _housekeeping(self) -> None:
+    async def _housekeeping(self, reap: bool = False) -> None:
         now = time.monotonic()
         due = self._due
         if now >= due["live"]:
             due["live"] = now + 1.0
             await self._beat()
-        if self.options.reap_interval and now >= due["reap"]:
+        if reap and self.options.reap_interval and now >= due["reap"]:
             due["reap"] = now + self.options.reap_interval
             self.metrics.reaped += await self.coordinator.cleanup_expired_sessions()
         if now >= due["trim"]:
             due["trim"] = now + self.options.trim_interval
             await self._trim()
+
+    async def _reaper(self) -> None:
+        """Reap each lapsed lease as its deadline passes: sleep until the next deadline
+        the lease index holds (server clock), at most ``reap_interval``, so a lease
+        started meanwhile with an earlier deadline waits no longer than that. When
+        nothing is due this costs what polling every ``reap_interval`` did."""
+        operations, attempt = self.coordinator.operations, 0
+        while not self.stopping:
+            if self._client is None:  # the read loop connects (and reports outages)
+                await self._pause(0.05)
+                continue
+            try:
+                reaped, wait = await self.coordinator.execute(operations.reap_due())
+            except (CoordinatorUnavailable, RedisError, RedisClusterException, OSError):
+                attempt += 1
+                await self._pause(self._backoff(attempt))
+                continue
+            attempt = 0
+            self.metrics.reaped += reaped
+            cap = self.options.reap_interval
+            # +1 ms: Redis expires a key once its clock is past the deadline, not at it.
+            await self._pause(cap if wait is None else min(cap, wait + 0.001))
 
     async def _beat(self) -> None:
         value = json.dumps(
