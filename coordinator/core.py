@@ -356,11 +356,9 @@ class CoordinatorCore:
                 agents = [m for m, _ in members if m not in seen]
                 seen.update(agents)
                 if agents:
-                    replies = yield Batch(
-                        tuple(Command("hmget", (self.keys.lease(a), *LEASE_FIELDS)) for a in agents)
-                    )
-                    page = [lease_from(a, r) for a, r in zip(agents, replies, strict=True)]
-                    live = [lease for lease in page if lease is not None]
+                    keys = tuple(self.keys.lease_in(shard, a) for a in agents)
+                    reply = yield Script("read_leases", keys, LEASE_FIELDS, retry=True)
+                    live = leases_from(agents, reply)
                     if live:
                         yield Emit(live)
                 if int(cursor) == 0:
@@ -659,6 +657,38 @@ def _token_of(session_id: str | None) -> int | None:
         return validation.session_id(session_id)[1]
     except InvalidInputError:
         return None
+
+
+#: pydantic's validator on a plain dict (see ``_validate_project``).
+_validate_lease: Callable[[dict[str, Any]], Lease] = Lease.__pydantic_validator__.validate_python
+_FIELDS_PER_LEASE: Final = len(LEASE_FIELDS)
+
+
+def leases_from(agents: Sequence[str], reply: Sequence[Any]) -> list[Lease]:
+    """The live leases of a ``read_leases`` reply (``LEASE_FIELDS`` per agent, in
+    order); an agent whose lease lapsed since the index was read is left out. The
+    session ids come from our own scripts: the token is read, not re-validated."""
+    width = _FIELDS_PER_LEASE
+    leases = []
+    for i, agent in enumerate(agents):
+        sid, start, heartbeat, deadline, ttl, meta = reply[i * width : i * width + width]
+        if not sid:
+            continue
+        leases.append(
+            _validate_lease(
+                {
+                    "session_id": sid,
+                    "agent_id": agent,
+                    "fencing_token": int(sid.partition("-")[0]),
+                    "started_at": _dt(start),
+                    "last_heartbeat": _dt(heartbeat),
+                    "expires_at": _dt(deadline),
+                    "ttl": int(ttl) / 1000,
+                    "metadata": validation.decode_metadata(meta),
+                }
+            )
+        )
+    return leases
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:

@@ -83,6 +83,10 @@ class KeySpace:
     def agent(self, agent_id: str) -> str:
         return self.agent_keys(agent_id).agent
 
+    def lease_in(self, shard: int, agent_id: str) -> str:
+        """Lease key of an agent known to live in ``shard`` (listings: no hashing)."""
+        return f"{self._tags[shard]}:{C.KEY_LEASE}:{agent_id}"
+
     def index(self, shard: int) -> str:
         return f"{self._tags[shard]}:{C.KEY_LEASE_INDEX}"
 

@@ -25,6 +25,7 @@ SCRIPT_NAMES: Final = (
     "log_event",
     "import_project",
     "dead_letter",
+    "read_leases",
 )
 _LIBRARY: Final = "lib"
 

@@ -42,8 +42,9 @@ def test_operation_scripts_have_a_header(name: str) -> None:
     assert header.startswith(f"-- {name}:")
     assert "KEYS[1]" in header
     assert "Returns" in header
-    # Named locals are bound from KEYS right after the header.
-    assert re.search(r"^local [a-z_, ]+ = KEYS\[1\]", text, re.M)
+    # Named locals are bound from KEYS right after the header (a script reading a
+    # list of keys binds the list).
+    assert re.search(r"^local [a-z_, ]+ = KEYS(\[1\])?\b", text, re.M)
 
 
 def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
@@ -62,11 +63,16 @@ def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
     plan = core.cleanup_expired()
     plan.send(None)
     plan.send((1, 0))
-    # The index of shard 0 only ever holds agents of shard 0.
+    # The index of shard 0 only ever holds agents of shard 0; its earliest deadline
+    # (500 ms) is past at the server time (1 s): only shard 0 is read further.
     zero = [a for a in (f"agent-{i}" for i in range(50)) if core.keys.shard_of(a) == 0][:3]
     assert len(zero) == 3
-    due = [zero] + [[] for _ in range(core.keys.shards - 1)]
-    calls.append(plan.send(due))
+    earliest = [[(zero[0], 500.0)]] + [[] for _ in range(core.keys.shards - 1)]
+    assert len(plan.send(earliest).commands) == 1  # type: ignore[union-attr]
+    calls.append(plan.send([zero]))
+    listing = core.leases(None)
+    listing.send(None)
+    calls.append(listing.send((0, [(a, 1.0) for a in zero])))
     return calls
 
 
@@ -109,3 +115,16 @@ def test_noscript_recovery_after_script_flush(client: Any, raw: redis.Redis) -> 
     assert client.cleanup_expired_sessions() == 0
     raw.script_flush()
     assert client.revoke_session("agent-1", reason="x") is True
+
+
+def test_leases_from_leaves_out_leases_that_lapsed_after_the_index_was_read() -> None:
+    from coordinator.core import LEASE_FIELDS, leases_from
+
+    sid = "7-0123456789abcdef@agent-a"
+    live = [sid, "1000", "2000", "3000", "30000", '{"host": "h"}']
+    lapsed = [None] * len(LEASE_FIELDS)
+    (lease,) = leases_from(["agent-a", "agent-b"], [*live, *lapsed])
+    assert (lease.agent_id, lease.session_id, lease.fencing_token) == ("agent-a", sid, 7)
+    assert lease.expires_at.timestamp() == 3.0
+    assert lease.ttl == 30.0
+    assert lease.metadata == {"host": "h"}
