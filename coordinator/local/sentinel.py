@@ -140,7 +140,7 @@ class EmbeddedSentinel:
         """The primary's port according to the first running sentinel."""
         sentinel = next(s for s in self.sentinels if s.is_running())
         with contextlib.closing(sentinel.client(decode_responses=True)) as r:
-            _host, port = r.execute_command(  # type: ignore[no-untyped-call]
+            _host, port = r.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
             )
         return int(port)
@@ -200,7 +200,7 @@ class EmbeddedSentinel:
         from clients connected to it)."""
         old = self.primary
         with contextlib.closing(self.sentinels[0].client(decode_responses=True)) as r:
-            r.execute_command("SENTINEL", "FAILOVER", self.service)  # type: ignore[no-untyped-call]
+            r.execute_command("SENTINEL", "FAILOVER", self.service)  # type: ignore[no-untyped-call,unused-ignore]
         return self.wait_promoted(old, timeout, demoted=demoted)
 
     def kill_primary(self) -> EmbeddedRedis:
@@ -219,7 +219,7 @@ class EmbeddedSentinel:
             ports = set()
             for sentinel in self.sentinels:
                 with contextlib.closing(sentinel.client(decode_responses=True)) as r:
-                    addr = r.execute_command(  # type: ignore[no-untyped-call]
+                    addr = r.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
                         "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
                     )
                 ports.add(int(addr[1]))
