@@ -34,6 +34,8 @@ from coordinator.errors import (
     UnexpectedReply,
     WorkerFailed,
 )
+from coordinator.keepalive import AsyncKeepAlive, KeepAlive
+from coordinator.liveness import LeaseState
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
 from coordinator.settings import Settings
 from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
@@ -68,6 +70,7 @@ __all__ = [
     "AgentEvent",
     "AgentProject",
     "AsyncCoordinator",
+    "AsyncKeepAlive",
     "ConfigurationError",
     "ConflictError",
     "Coordinator",
@@ -80,7 +83,9 @@ __all__ = [
     "EmbeddedSentinel",
     "EventType",
     "InvalidInputError",
+    "KeepAlive",
     "Lease",
+    "LeaseState",
     "LegacyConflictError",
     "LegacySessionLeaseExpired",
     "NamespaceStats",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from asyncio import Lock, sleep, to_thread
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from types import TracebackType
@@ -39,6 +39,7 @@ from coordinator.connection import (
 from coordinator.core import CoordinatorCore
 from coordinator.errors import CoordinatorError, ReplicationTimeout
 from coordinator.failures import REPLICATED
+from coordinator.keepalive import AsyncKeepAlive
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
@@ -178,6 +179,26 @@ class AsyncCoordinator:
         answers False if a newer session of the agent started in between.
         """
         return await self._run(self._core.end_session(agent_id, session_id))
+
+    def keep_alive(
+        self,
+        session: Session,
+        *,
+        interval: float | None = None,
+        on_change: Callable[[AsyncKeepAlive], object] | None = None,
+        end_on_exit: bool = False,
+    ) -> AsyncKeepAlive:
+        """Hold ``session``'s lease: heartbeat every ``interval`` seconds (a third of
+        its TTL by default) and watch the audit stream, so a revoke or supersede is
+        noticed at once. The handle's ``state`` is ``alive``, ``jeopardy`` (heartbeats
+        failing, the last confirmed deadline not passed) or ``lost`` (with ``reason``);
+        ``lost`` is the signal, ``check()`` raises SessionLeaseExpired once lost, and
+        ``on_change(handle)`` is called on every change. Exiting ends the session only
+        with ``end_on_exit``. Use as ``async with coordinator.keep_alive(s) as ka:``.
+        """
+        return AsyncKeepAlive(
+            self, session, interval=interval, on_change=on_change, end_on_exit=end_on_exit
+        )
 
     async def revoke_session(self, agent_id: str, reason: str = DEFAULT_REVOKE_REASON) -> bool:
         """Operator action: end the agent's live session (audited with ``reason``).

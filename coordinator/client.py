@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from threading import Lock
 from time import sleep
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from types import TracebackType
@@ -41,6 +41,7 @@ from coordinator.connection import (
 from coordinator.core import CoordinatorCore
 from coordinator.errors import CoordinatorError, ReplicationTimeout
 from coordinator.failures import REPLICATED
+from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
@@ -180,6 +181,26 @@ class Coordinator:
         answers False if a newer session of the agent started in between.
         """
         return self._run(self._core.end_session(agent_id, session_id))
+
+    def keep_alive(
+        self,
+        session: Session,
+        *,
+        interval: float | None = None,
+        on_change: Callable[[KeepAlive], object] | None = None,
+        end_on_exit: bool = False,
+    ) -> KeepAlive:
+        """Hold ``session``'s lease: heartbeat every ``interval`` seconds (a third of
+        its TTL by default) and watch the audit stream, so a revoke or supersede is
+        noticed at once. The handle's ``state`` is ``alive``, ``jeopardy`` (heartbeats
+        failing, the last confirmed deadline not passed) or ``lost`` (with ``reason``);
+        ``lost`` is the signal, ``check()`` raises SessionLeaseExpired once lost, and
+        ``on_change(handle)`` is called on every change. Exiting ends the session only
+        with ``end_on_exit``. Use as ``with coordinator.keep_alive(s) as ka:`` (a thread).
+        """
+        return KeepAlive(
+            self, session, interval=interval, on_change=on_change, end_on_exit=end_on_exit
+        )
 
     def revoke_session(self, agent_id: str, reason: str = DEFAULT_REVOKE_REASON) -> bool:
         """Operator action: end the agent's live session (audited with ``reason``).

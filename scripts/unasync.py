@@ -31,7 +31,12 @@ REPLACEMENTS = [
     ),
     ("await to_thread(call.run)", "call.run()"),
     ("(asyncio)", "(synchronous, thread-safe)"),
+    (
+        "``async with coordinator.keep_alive(s) as ka:``",
+        "``with coordinator.keep_alive(s) as ka:`` (a thread)",
+    ),
     ("AsyncCoordinator", "Coordinator"),
+    ("AsyncKeepAlive", "KeepAlive"),
     ("AsyncRedisClient", "RedisClient"),
     ("AsyncIterator", "Iterator"),
     ("open_async_client", "open_client"),

@@ -25,7 +25,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.validation", "coordinator.timestamps", "coordinator.keys",
             "coordinator.scripts", "coordinator.events", "coordinator.calls",
             "coordinator.failures", "coordinator.core", "coordinator.stats",
-            "coordinator.gc_tuning",
+            "coordinator.gc_tuning", "coordinator.liveness",
         ),
     ),
     (
@@ -33,12 +33,15 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "coordinator.settings", "coordinator.connection", "coordinator.paths",
             "coordinator.processes", "coordinator.aio", "coordinator.client",
-            "coordinator.sinks",
+            "coordinator.sinks", "coordinator.keepalive",
         ),
     ),
     ("daemon", ("coordinator.worker",)),
     ("local tooling", ("coordinator.local",)),
-    ("adapters and tools", ("coordinator.compat", "coordinator.migrate", "coordinator.verify")),
+    (
+        "adapters and tools",
+        ("coordinator.compat", "coordinator.migrate", "coordinator.verify", "coordinator.mcp"),
+    ),
     ("command line", ("coordinator.cli", "coordinator.__main__")),
 )  # fmt: skip
 #: The package facade re-exports from every floor below the command line.
