@@ -9,6 +9,8 @@ each concurrency (1, 10, 50 and 200 tasks on one event loop) the rounds interlea
 
 * ``library``: one ``AsyncCoordinator`` shared by the tasks, ``set_current_project``
   on each task's own live session;
+* ``library_unpipelined``: the same with ``auto_pipeline=False`` (each call sent on
+  its own, as before auto-pipelining);
 * ``bare_evalsha``: a bare ``redis.asyncio`` client running the same script with the
   same keys and arguments (``EVALSHA``), one call per task at a time;
 * ``bare_pipeline``: the same calls, the tasks' concurrent calls batched into one
@@ -76,6 +78,9 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
     coord = AsyncCoordinator.from_url(
         url, namespace=NAMESPACE, lease_ttl=3600, max_connections=tasks + 8
     )
+    plain = AsyncCoordinator.from_url(
+        url, namespace=NAMESPACE, lease_ttl=3600, max_connections=tasks + 8, auto_pipeline=False
+    )
     agents = [f"agent-{tasks}-{i}" for i in range(tasks)]
     sessions = [(await coord.start_session(a)).session_id for a in agents]
     calls = [
@@ -88,6 +93,9 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
 
     async def library(i: int) -> None:
         await coord.set_current_project(agents[i], "proj", sessions[i])
+
+    async def library_unpipelined(i: int) -> None:
+        await plain.set_current_project(agents[i], "proj", sessions[i])
 
     async def bare_evalsha(i: int) -> None:
         await bare.execute_command("EVALSHA", sha, *argv[i])
@@ -116,6 +124,7 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
 
     bodies: dict[str, Body] = {
         "library": library,
+        "library_unpipelined": library_unpipelined,
         "bare_evalsha": bare_evalsha,
         "bare_pipeline": bare_pipeline,
     }
@@ -132,6 +141,7 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
         if streams:
             await bare.delete(*streams)  # keep memory flat between rounds
     await coord.aclose()
+    await plain.aclose()
     await bare.aclose()
     out: dict[str, Any] = {}
     for name in bodies:
@@ -140,7 +150,7 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
             "p50_us": round(percentile(latencies[name], 0.5), 1),
             "p99_us": round(percentile(latencies[name], 0.99), 1),
         }
-    for base in ("bare_evalsha", "bare_pipeline"):
+    for base in ("library_unpipelined", "bare_evalsha", "bare_pipeline"):
         ratios = [a / b for a, b in zip(rates["library"], rates[base], strict=True)]
         out[f"ratio_vs_{base}"] = round(statistics.median(ratios), 3)
     return out

@@ -42,6 +42,7 @@ from coordinator.failures import REPLICATED
 from coordinator.keepalive import AsyncKeepAlive
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.pipelining import AutoPipeline
 from coordinator.scripts import sources
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
@@ -86,6 +87,8 @@ class AsyncCoordinator:
         self._durable = settings.wait_replicas > 0
         #: Durability mode on a cluster: direct clients of the masters, by address.
         self._nodes: dict[tuple[str, int], AsyncRedisClient] = {}
+        #: How the hot path sends EVALSHA: the client itself, or an auto-pipeline over it.
+        self._send: Any = None
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
@@ -336,6 +339,11 @@ class AsyncCoordinator:
         self.cluster = cluster
         init = self._core.init_namespace()
         init.decode(await self._call(client, init.call))
+        self._send = (
+            AutoPipeline(client).execute_command
+            if self.settings.auto_pipeline
+            else client.execute_command
+        )
         self._client = client
         return client
 
@@ -360,7 +368,7 @@ class AsyncCoordinator:
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
-            reply = await client.execute_command(
+            reply = await self._send(
                 "EVALSHA", self._scripts[call.name].sha, len(call.keys), *call.keys, *call.args
             )
         except NoScriptError:

@@ -88,6 +88,8 @@ class Coordinator:
         self._durable = settings.wait_replicas > 0
         #: Durability mode on a cluster: direct clients of the masters, by address.
         self._nodes: dict[tuple[str, int], RedisClient] = {}
+        #: How the hot path sends EVALSHA: the client itself, or an auto-pipeline over it.
+        self._send: Any = None
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
@@ -338,6 +340,7 @@ class Coordinator:
         self.cluster = cluster
         init = self._core.init_namespace()
         init.decode(self._call(client, init.call))
+        self._send = client.execute_command
         self._client = client
         return client
 
@@ -362,7 +365,7 @@ class Coordinator:
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
-            reply = client.execute_command(
+            reply = self._send(
                 "EVALSHA", self._scripts[call.name].sha, len(call.keys), *call.keys, *call.args
             )
         except NoScriptError:

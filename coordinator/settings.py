@@ -95,6 +95,8 @@ class Settings(BaseModel):
     #: How long to wait for replica acknowledgement (s).
     wait_timeout: float = 1.0
     client_name: str | None = None
+    #: asyncio client: send the calls of concurrent tasks together (docs: README).
+    auto_pipeline: bool = True
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -189,7 +191,7 @@ class Settings(BaseModel):
 
 
 def _from_env_text(name: str, raw: str) -> Any:
-    if name in ("cluster", "tls_verify"):
+    if name in ("cluster", "tls_verify", "auto_pipeline"):
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True

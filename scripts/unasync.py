@@ -30,6 +30,15 @@ REPLACEMENTS = [
         "from threading import Lock\nfrom time import sleep",
     ),
     ("await to_thread(call.run)", "call.run()"),
+    # Auto-pipelining gathers the calls of concurrent tasks in one event-loop turn:
+    # threads have no loop turn, so the sync client sends each call itself.
+    (
+        "(\n            AutoPipeline(client).execute_command\n"
+        "            if self.settings.auto_pipeline\n"
+        "            else client.execute_command\n        )",
+        "client.execute_command",
+    ),
+    ("from coordinator.pipelining import AutoPipeline\n", ""),
     ("(asyncio)", "(synchronous, thread-safe)"),
     (
         "``async with coordinator.keep_alive(s) as ka:``",

@@ -32,8 +32,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "library I/O",
         (
             "coordinator.settings", "coordinator.connection", "coordinator.paths",
-            "coordinator.processes", "coordinator.aio", "coordinator.client",
-            "coordinator.sinks", "coordinator.keepalive",
+            "coordinator.processes", "coordinator.pipelining", "coordinator.aio",
+            "coordinator.client", "coordinator.sinks", "coordinator.keepalive",
         ),
     ),
     ("daemon", ("coordinator.worker",)),
