@@ -64,6 +64,26 @@ def is_multi_seed(url: str) -> bool:
     return "," in urlsplit(url).netloc
 
 
+def _no_client_handshake() -> dict[str, Any]:
+    """redis-py 5+ sends ``CLIENT SETINFO`` on every new connection, and redis-py 8
+    ``CLIENT MAINT_NOTIFICATIONS`` on RESP3: Redis before 7.2 answers with errors, and
+    an ACL user without these subcommands (the shipped roles) is refused and logged in
+    ``ACL LOG`` at every connect. The coordinator sends neither (redis-py 8 names the
+    first switch ``driver_info``, earlier ones ``lib_name``/``lib_version``)."""
+    kwargs: dict[str, Any]
+    try:
+        import redis.driver_info  # noqa: F401
+    except ImportError:
+        kwargs = {"lib_name": None, "lib_version": None}
+    else:
+        kwargs = {"driver_info": None}
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return kwargs
+    return {**kwargs, "maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def connection_kwargs(settings: Settings) -> dict[str, Any]:
     """Keyword arguments shared by every connection the coordinator opens."""
     kwargs: dict[str, Any] = {
@@ -71,6 +91,7 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "health_check_interval": 0,
+        **_no_client_handshake(),
     }
     if settings.client_name:
         kwargs["client_name"] = settings.client_name

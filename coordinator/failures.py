@@ -8,6 +8,7 @@ retry decision, shared by both client shells and the worker. The shells obey
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,19 +41,61 @@ RETRYABLE: Final = (
     rx.ClusterDownError,
 )
 
-#: How Redis words an ACL refusal of a command run inside a script (6.2 and 7).
-_SCRIPT_ACL_REFUSALS: Final = (
-    "user executing the script can't run this command",
-    "user executing the script can't access at least one of the keys",
-)
-#: The server's TLS certificate did not verify: retrying cannot help.
+#: The server's TLS certificate did not verify (Python's ssl module): retrying cannot help.
 _TLS_UNVERIFIED: Final = "CERTIFICATE_VERIFY_FAILED"
-#: The primary refused a write for lack of replicas (``min-replicas-to-write``).
-_NO_REPLICAS: Final = "NOREPLICAS"
 #: redis-py's Sentinel connection turns READONLY from a demoted primary into this.
 _DEMOTED_PRIMARY: Final = "previous master is now a slave"
-#: A replica's refusal; Redis 6.2 wraps it in a script error when a script writes.
-_READ_ONLY: Final = "READONLY You can't write against a read only replica"
+
+#: An error code: the first word of an error reply (``-NOSCRIPT No matching script``).
+_CODE: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+#: Redis 6.2 wraps the error of a command run by a script in a generic ``ERR``:
+#: ``Error running script (call to f_<sha>): @user_script:<line>: <CODE> <text>``
+#: (or ``... @user_script: <line>: -<CODE> <text>``); Redis 7 and Valkey pass the
+#: command's own code through.
+_SCRIPT_WRAPPED: Final = re.compile(r"@user_script: ?\d+: -?([A-Z][A-Z0-9_]{0,63}) ")
+#: Codes that redis-py moves from the message into the exception class (redis-py
+#: before 6 keeps no ``status_code``), most specific class first.
+_CODES_BY_CLASS: Final = (
+    (rx.NoScriptError, "NOSCRIPT"),
+    (rx.ReadOnlyError, "READONLY"),
+    (rx.NoPermissionError, "NOPERM"),
+    (rx.OutOfMemoryError, "OOM"),
+    (rx.BusyLoadingError, "LOADING"),
+    (rx.ExecAbortError, "EXECABORT"),
+    (rx.TryAgainError, "TRYAGAIN"),
+    (rx.MovedError, "MOVED"),
+    (rx.AskError, "ASK"),
+    (rx.MasterDownError, "MASTERDOWN"),
+    (rx.ClusterDownError, "CLUSTERDOWN"),
+    (rx.ClusterCrossSlotError, "CROSSSLOT"),
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The code of a Redis error reply (``NOSCRIPT``, ``READONLY``, ``NOGROUP``,
+    ``ERR`` for the generic one), or None when ``exc`` is no error reply.
+
+    Redis and Valkey word their errors differently (Valkey rewrote the ``NOSCRIPT``
+    and script error texts) but agree on the codes, so decisions are taken on codes,
+    never on message text. A Redis 6.2 script error reports the code of the failed
+    command it wraps.
+    """
+    if not isinstance(exc, rx.ResponseError):
+        return None
+    code: str | None = getattr(exc, "status_code", None)
+    if code is None:
+        for cls, known in _CODES_BY_CLASS:
+            if isinstance(exc, cls):
+                code = known
+                break
+        else:
+            first = str(exc).split(" ", 1)[0]
+            code = first if _CODE.fullmatch(first) else "ERR"
+    if code == "ERR":
+        wrapped = _SCRIPT_WRAPPED.search(str(exc))
+        if wrapped is not None:
+            return wrapped.group(1)
+    return code
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +191,19 @@ class Failures:
         """Map a Redis (or Redis Cluster client) error to the package's exceptions."""
         if isinstance(exc, rx.RedisClusterException):
             return CoordinatorUnavailable(f"Redis Cluster at {self.safe_url} is unavailable: {exc}")
-        if isinstance(
-            exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError
-        ) or any(refusal in str(exc) for refusal in _SCRIPT_ACL_REFUSALS):
+        code = error_code(exc)
+        if isinstance(exc, rx.NoPermissionError | rx.AuthenticationError | rx.AuthorizationError):
             return AccessDenied(f"Redis at {self.safe_url} refused access: {exc}")
-        if isinstance(exc, rx.OutOfMemoryError):
+        if code == "ERR" and isinstance(call, Script):
+            # A command refused by ACL inside a script has no code of its own (Redis
+            # and Valkey answer ``ERR`` with different texts), and the scripts raise
+            # no error themselves: a script's ERR is a refusal of one of its commands
+            # or keys.
+            return AccessDenied(
+                f"Redis at {self.safe_url} refused access to a command or key of the "
+                f"{call.name} script (ACL): {exc}"
+            )
+        if code == "OOM":
             return CoordinatorUnavailable(
                 f"Redis at {self.safe_url} is out of memory and refused the "
                 "write (run it with maxmemory-policy noeviction and enough headroom)"
@@ -174,11 +225,7 @@ def retryable(exc: BaseException) -> bool:
     sent again."""
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
         return False  # redis-py files them under ConnectionError; retrying cannot help
-    return (
-        isinstance(exc, RETRYABLE)
-        or (isinstance(exc, rx.ResponseError) and _NO_REPLICAS in str(exc))
-        or read_only(exc)
-    )
+    return isinstance(exc, RETRYABLE) or error_code(exc) == "NOREPLICAS" or read_only(exc)
 
 
 def node_lost(exc: BaseException) -> bool:
@@ -197,8 +244,8 @@ def read_only(exc: BaseException) -> bool:
     if isinstance(exc, rx.ReadOnlyError):
         return True
     if isinstance(exc, rx.ConnectionError):
-        return _DEMOTED_PRIMARY in str(exc)
-    return isinstance(exc, rx.ResponseError) and _READ_ONLY in str(exc)
+        return _DEMOTED_PRIMARY in str(exc)  # redis-py's own wording, not the server's
+    return error_code(exc) == "READONLY"  # also wrapped in a Redis 6.2 script error
 
 
 def not_applied(exc: BaseException) -> bool:
@@ -224,6 +271,6 @@ def not_applied(exc: BaseException) -> bool:
     if read_only(exc):  # a replica runs no write (a script fails at its first one)
         return True
     if isinstance(exc, rx.ResponseError):
-        return _NO_REPLICAS in str(exc)
+        return error_code(exc) == "NOREPLICAS"
     # redis-py words connect-phase failures as "Error <errno> connecting to <addr>".
     return isinstance(exc, rx.ConnectionError) and " connecting to " in str(exc)

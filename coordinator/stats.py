@@ -95,7 +95,13 @@ class NamespaceStats:
 
     namespace: str
     redis_url: str
+    #: The Redis version the server is compatible with (``redis_version``; a Valkey
+    #: server reports 7.2.4 here whatever its own version).
     redis_version: str
+    #: ``redis`` or ``valkey`` (joined with "," should a cluster's nodes differ).
+    server_kind: str
+    #: The server's own version (Valkey's ``valkey_version``, Redis's ``redis_version``).
+    server_version: str
     #: ``standalone``, ``cluster`` or ``sentinel`` (a primary found through Sentinel).
     redis_mode: str
     #: Primaries serving the namespace (1 unless a cluster).
@@ -143,6 +149,8 @@ class NamespaceStats:
             "namespace": self.namespace,
             "redis_url": self.redis_url,
             "redis_version": self.redis_version,
+            "server_kind": self.server_kind,
+            "server_version": self.server_version,
             "redis_mode": self.redis_mode,
             "redis_nodes": self.redis_nodes,
             "replicas": self.replicas,
@@ -193,7 +201,7 @@ def stats_plan(
 ) -> Plan[NamespaceStats]:
     """Read the namespace's state in a handful of pipelined round trips. ``mode`` is the
     deployment the shell connected to; ``redis_url`` names it (without a password)."""
-    now_ms, version, nodes, replicas = yield from _server_plan(mode == "cluster")
+    now_ms, server, nodes, replicas = yield from _server_plan(mode == "cluster")
     shards = range(keys.shards)
     streams = [keys.stream(s) for s in shards]
     counts = yield from _counts_plan(keys, now_ms)
@@ -231,7 +239,9 @@ def stats_plan(
     return NamespaceStats(
         namespace=keys.namespace,
         redis_url=redis_url,
-        redis_version=version,
+        redis_version=server.redis_version,
+        server_kind=server.kind,
+        server_version=server.version,
         redis_mode=mode,
         redis_nodes=nodes,
         replicas=replicas,
@@ -278,17 +288,18 @@ class _ShardCounts:
     dead: int
 
 
-def _server_plan(cluster: bool) -> Plan[tuple[int, str, int, int | None]]:
-    """Server time, version, node count and (outside a cluster) connected replicas."""
+def _server_plan(cluster: bool) -> Plan[tuple[int, ServerIdentity, int, int | None]]:
+    """Server time, kind and version, node count and (outside a cluster) connected
+    replicas."""
     now_ms = time_reply_ms((yield Command("time")))
-    version, nodes = _version((yield Command("info", ("server",))))
+    server, nodes = _identity((yield Command("info", ("server",))))
     replicas: int | None = None
     if cluster:
         nodes = _primaries((yield Command("cluster_slots")), nodes)
     else:
         replication = yield Command("info", ("replication",))
         replicas = int(replication.get("connected_slaves", 0))
-    return now_ms, version, nodes, replicas
+    return now_ms, server, nodes, replicas
 
 
 def _counts_plan(keys: KeySpace, now_ms: int) -> Plan[list[_ShardCounts]]:
@@ -437,13 +448,41 @@ def _group_name(info: Mapping[str, Any]) -> str:
     return _text(info["name"])
 
 
-def _version(info: Mapping[str, Any]) -> tuple[str, int]:
-    """Server version and node count from ``INFO server`` (should a cluster client
-    answer with one section per node, their versions are joined if they differ)."""
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """Which server answers: ``kind`` ``redis`` or ``valkey``, its own ``version``, and
+    the Redis version it is compatible with (``redis_version``: 7.2.4 on Valkey)."""
+
+    kind: str
+    version: str
+    redis_version: str
+
+
+def server_identity(info: Mapping[str, Any]) -> ServerIdentity:
+    """The identity in one node's ``INFO server`` section. Valkey names itself in
+    ``server_name`` (as in ``HELLO``) and reports its own version as
+    ``valkey_version``; Redis (which sets no ``server_name`` before 8) in
+    ``redis_version``."""
+    redis_version = str(info.get("redis_version", "unknown"))
+    kind = str(info.get("server_name") or "redis").lower()
+    version = str(info.get(f"{kind}_version") or redis_version)
+    return ServerIdentity(kind, version, redis_version)
+
+
+def _identity(info: Mapping[str, Any]) -> tuple[ServerIdentity, int]:
+    """Server identity and node count from ``INFO server`` (should a cluster client
+    answer with one section per node, differing values are joined with ",")."""
     if "redis_version" in info:
-        return str(info["redis_version"]), 1
-    versions = sorted({str(section["redis_version"]) for section in info.values()})
-    return ",".join(versions), len(info)
+        return server_identity(info), 1
+    each = [server_identity(section) for section in info.values()]
+    return (
+        ServerIdentity(
+            ",".join(sorted({i.kind for i in each})),
+            ",".join(sorted({i.version for i in each})),
+            ",".join(sorted({i.redis_version for i in each})),
+        ),
+        len(info),
+    )
 
 
 def _primaries(slots: Any, default: int) -> int:

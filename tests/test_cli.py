@@ -16,8 +16,9 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from coordinator import Coordinator
+from coordinator import Coordinator, EmbeddedRedis
 from coordinator.cli.main import cli
+from coordinator.local.embedded import server_kind
 from tests.helpers import stream_entries, wait_until
 
 
@@ -274,10 +275,10 @@ def test_events_tail_follows_and_stops_on_ctrl_c(redis_url: str, coord: Any) -> 
 # --- status ----------------------------------------------------------------------------
 
 STATUS_FIELDS = {
-    "namespace", "redis_url", "redis_version", "redis_mode", "redis_nodes", "replicas",
-    "server_time", "shards", "consumer_group", "active_leases", "expired_unreaped",
-    "stream_length", "lag", "lag_exact", "pending", "oldest_pending_age_seconds",
-    "dead_letters", "workers_alive", "workers", "streams",
+    "namespace", "redis_url", "redis_version", "server_kind", "server_version", "redis_mode",
+    "redis_nodes", "replicas", "server_time", "shards", "consumer_group", "active_leases",
+    "expired_unreaped", "stream_length", "lag", "lag_exact", "pending",
+    "oldest_pending_age_seconds", "dead_letters", "workers_alive", "workers", "streams",
 }  # fmt: skip
 STREAM_FIELDS = {
     "shard", "stream", "length", "group", "consumers", "last_delivered_id", "lag", "lag_exact",
@@ -298,6 +299,17 @@ def test_status_without_a_worker_warns_but_succeeds(run: Any, coord: Any) -> Non
     assert (data["active_leases"], data["workers_alive"], data["workers"]) == (1, 0, [])
     assert data["namespace"] == "test"
     assert data["redis_mode"] == "standalone"
+
+
+def test_status_names_the_server_kind_and_its_own_version(
+    run: Any, coord: Any, redis_server: EmbeddedRedis
+) -> None:
+    kind = server_kind(redis_server.binary)
+    version = ".".join(map(str, redis_server.version))
+    data = json.loads(ok(run("status", "--json")).stdout)
+    assert (data["server_kind"], data["server_version"]) == (kind, version)
+    name = {"redis": "Redis", "valkey": "Valkey"}[kind]
+    assert f"({name} {version}, standalone" in ok(run("status")).stdout
 
 
 def test_status_with_pending_entries_dead_letters_and_a_worker(

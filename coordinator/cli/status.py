@@ -45,6 +45,13 @@ def status_command(state: CliState, as_json: bool, all_shards: bool) -> None:
         )
 
 
+def _server(stats: NamespaceStats) -> str:
+    """``Redis 7.0.15``, ``Valkey 9.1.2``."""
+    names = {"redis": "Redis", "valkey": "Valkey"}
+    kinds = ",".join(names.get(k, k) for k in stats.server_kind.split(","))
+    return f"{kinds} {stats.server_version}"
+
+
 def _print(stats: NamespaceStats, all_shards: bool) -> None:
     replicas = "" if stats.replicas is None else f", {stats.replicas} replica(s)"
     nodes = f", {stats.redis_nodes} primaries" if stats.redis_mode == "cluster" else ""
@@ -53,7 +60,7 @@ def _print(stats: NamespaceStats, all_shards: bool) -> None:
     rows = [
         (
             "redis",
-            f"{stats.redis_url} ({stats.redis_version}, {stats.redis_mode}{nodes}{replicas})",
+            f"{stats.redis_url} ({_server(stats)}, {stats.redis_mode}{nodes}{replicas})",
         ),
         ("namespace", f"{stats.namespace} ({stats.shards} shards)"),
         (

@@ -53,7 +53,7 @@ from coordinator.errors import (
     first_line,
 )
 from coordinator.events import EventRow, entry_row
-from coordinator.failures import Backoff
+from coordinator.failures import Backoff, error_code
 from coordinator.gc_tuning import fewer_collections
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
@@ -210,7 +210,7 @@ class EventWorker:
                 raise self.coordinator.operations.failures.redis_error(exc) from None
             except ResponseError as exc:
                 # NOGROUP, or (Redis 7) UNBLOCKED when the stream went while we waited.
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                if error_code(exc) not in ("NOGROUP", "UNBLOCKED"):
                     raise
                 # Redis restarted without its data, or someone deleted the group:
                 # recreate it from the start (the sink ignores what it already has).
@@ -251,7 +251,7 @@ class EventWorker:
             try:
                 await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+                if error_code(exc) != "BUSYGROUP":
                     raise
 
     async def _read_new(self) -> bool:
