@@ -7,6 +7,7 @@ from coordinator.cli import (
     demo,
     events,
     leases,
+    mcp,
     migrate,
     projects,
     reap,
@@ -30,6 +31,7 @@ cli.add_command(stack.up_command)
 cli.add_command(demo.demo_command)
 cli.add_command(migrate.migrate_command)
 cli.add_command(verify.verify_command)
+cli.add_command(mcp.mcp_command)
 
 
 def main() -> None:
