@@ -19,9 +19,11 @@ from coordinator.errors import (
     CoordinatorUnavailable,
     DataDirInUse,
     EmbeddedRedisError,
+    EvictionPolicyError,
     InvalidInputError,
     LegacyConflictError,
     LegacySessionLeaseExpired,
+    RedisOutOfMemory,
     ReplicationTimeout,
     RequestIdReusedError,
     SessionAlreadyActive,
@@ -37,6 +39,7 @@ from coordinator.errors import (
 from coordinator.keepalive import AsyncKeepAlive, KeepAlive
 from coordinator.liveness import LeaseState
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
+from coordinator.server import ServerFacts
 from coordinator.settings import Settings
 from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
 
@@ -82,6 +85,7 @@ __all__ = [
     "EmbeddedRedisError",
     "EmbeddedSentinel",
     "EventType",
+    "EvictionPolicyError",
     "InvalidInputError",
     "KeepAlive",
     "Lease",
@@ -89,8 +93,10 @@ __all__ = [
     "LegacyConflictError",
     "LegacySessionLeaseExpired",
     "NamespaceStats",
+    "RedisOutOfMemory",
     "ReplicationTimeout",
     "RequestIdReusedError",
+    "ServerFacts",
     "Session",
     "SessionAlreadyActive",
     "SessionLeaseExpired",

@@ -8,6 +8,7 @@ validation, encoding, decoding and error mapping live there. ``coordinator/clien
 
 from __future__ import annotations
 
+import logging
 import random
 from asyncio import Lock, sleep, to_thread
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -38,17 +39,20 @@ from coordinator.connection import (
 )
 from coordinator.core import CoordinatorCore
 from coordinator.errors import CoordinatorError, ReplicationTimeout
-from coordinator.failures import REPLICATED
+from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import AsyncKeepAlive
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.pipelining import AutoPipeline
 from coordinator.scripts import sources
+from coordinator.server import ServerFacts, eviction_refusal
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.stats import DEFAULT_LAG_SCAN_LIMIT, NamespaceStats, stats_plan
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Reason recorded when an operator revokes without giving one.
 DEFAULT_REVOKE_REASON = "revoked by an operator"
@@ -92,6 +96,9 @@ class AsyncCoordinator:
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
+        #: What the server said about itself when this client connected (one entry per
+        #: node of a cluster): kind, version, maxmemory policy, memory, persistence.
+        self.server_facts: tuple[ServerFacts, ...] = ()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> AsyncCoordinator:
@@ -337,8 +344,20 @@ class AsyncCoordinator:
     async def _adopt(self, client: AsyncRedisClient, cluster: bool) -> AsyncRedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
         self.cluster = cluster
-        init = self._core.init_namespace()
-        init.decode(await self._call(client, init.call))
+        plan = self._core.connect()
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._call(client, plan.send(reply))
+        except StopIteration as done:
+            self.server_facts = done.value
+        if self.settings.allow_eviction and eviction_refusal(self.server_facts, ""):
+            log.warning(
+                "Redis at %s may evict keys (maxmemory-policy %s); allow_eviction accepts "
+                "losing acknowledged writes",
+                self.settings.safe_redis_url,
+                ",".join(sorted({f.policy or "?" for f in self.server_facts})),
+            )
         self._send = (
             AutoPipeline(client).execute_command
             if self.settings.auto_pipeline
@@ -406,6 +425,8 @@ class AsyncCoordinator:
         try:
             return await self._execute(client, call)
         except (RedisError, RedisClusterException) as exc:
+            if getattr(call, "optional", False) and refused(exc):
+                return exc  # refused, not unreachable: the plan decides what it means
             return await self._recover(client, call, exc)
 
     async def _recover(self, client: AsyncRedisClient, call: Call, exc: Exception) -> Any:

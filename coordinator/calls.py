@@ -28,6 +28,9 @@ class Script:
     args: tuple[str | int, ...]
     #: Safe to send again after a connection failure (idempotent).
     retry: bool = False
+    #: An error reply (not an outage) is handed to the plan as the reply instead of
+    #: raised: the plan decides what it means (see :class:`Command`).
+    optional: bool = False
 
 
 @dataclass(slots=True)
@@ -38,6 +41,10 @@ class Command:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     retry: bool = True
+    #: The server may refuse it harmlessly (an ACL without ``CONFIG``, a server without
+    #: ``INFO``, a write at ``maxmemory``): an error reply becomes the reply (the
+    #: exception object) instead of raising; outages still raise.
+    optional: bool = False
 
 
 @dataclass(slots=True)

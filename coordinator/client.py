@@ -9,6 +9,7 @@ validation, encoding, decoding and error mapping live there. Edit ``coordinator/
 
 from __future__ import annotations
 
+import logging
 import random
 from threading import Lock
 from time import sleep
@@ -40,16 +41,19 @@ from coordinator.connection import (
 )
 from coordinator.core import CoordinatorCore
 from coordinator.errors import CoordinatorError, ReplicationTimeout
-from coordinator.failures import REPLICATED
+from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.scripts import sources
+from coordinator.server import ServerFacts, eviction_refusal
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
 from coordinator.stats import DEFAULT_LAG_SCAN_LIMIT, NamespaceStats, stats_plan
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Reason recorded when an operator revokes without giving one.
 DEFAULT_REVOKE_REASON = "revoked by an operator"
@@ -93,6 +97,9 @@ class Coordinator:
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
+        #: What the server said about itself when this client connected (one entry per
+        #: node of a cluster): kind, version, maxmemory policy, memory, persistence.
+        self.server_facts: tuple[ServerFacts, ...] = ()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> Coordinator:
@@ -338,8 +345,20 @@ class Coordinator:
     def _adopt(self, client: RedisClient, cluster: bool) -> RedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
         self.cluster = cluster
-        init = self._core.init_namespace()
-        init.decode(self._call(client, init.call))
+        plan = self._core.connect()
+        reply: Any = None
+        try:
+            while True:
+                reply = self._call(client, plan.send(reply))
+        except StopIteration as done:
+            self.server_facts = done.value
+        if self.settings.allow_eviction and eviction_refusal(self.server_facts, ""):
+            log.warning(
+                "Redis at %s may evict keys (maxmemory-policy %s); allow_eviction accepts "
+                "losing acknowledged writes",
+                self.settings.safe_redis_url,
+                ",".join(sorted({f.policy or "?" for f in self.server_facts})),
+            )
         self._send = client.execute_command
         self._client = client
         return client
@@ -403,6 +422,8 @@ class Coordinator:
         try:
             return self._execute(client, call)
         except (RedisError, RedisClusterException) as exc:
+            if getattr(call, "optional", False) and refused(exc):
+                return exc  # refused, not unreachable: the plan decides what it means
             return self._recover(client, call, exc)
 
     def _recover(self, client: RedisClient, call: Call, exc: Exception) -> Any:

@@ -32,9 +32,10 @@ from coordinator.errors import (
     UnexpectedReply,
 )
 from coordinator.events import matching_events
-from coordinator.failures import Backoff, Failures
+from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.server import ServerFacts, eviction_refusal, server_facts
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key, time_reply_ms
 
 T = TypeVar("T")
@@ -83,6 +84,8 @@ class CoreSettings(Protocol):
     def retry_backoff_cap(self) -> float: ...
     @property
     def safe_redis_url(self) -> str: ...
+    @property
+    def allow_eviction(self) -> bool: ...
 
 
 class EventSource(Protocol):
@@ -121,22 +124,51 @@ class CoordinatorCore:
 
     # --- namespace ------------------------------------------------------------------
 
+    def connect(self) -> Plan[tuple[ServerFacts, ...]]:
+        """What every client runs once when it connects: read what the server says about
+        itself and refuse an evicting one (unless ``allow_eviction``), then check the
+        namespace's recorded shard count and schema. The record is read first and
+        written only when missing, so a server at ``maxmemory`` (which refuses every
+        write) still serves reads, ``status`` and the worker that frees its memory."""
+        facts = server_facts((yield Command("info", optional=True)))
+        if not self.settings.allow_eviction:
+            refusal = eviction_refusal(facts, self.settings.safe_redis_url)
+            if refusal is not None:
+                raise refusal
+        recorded = yield Command("hmget", (self.keys.meta, "shards", "schema"))
+        if recorded[0] is None or recorded[1] is None:
+            init = self.init_namespace()
+            call = init.call
+            assert isinstance(call, Script)
+            call.optional = True
+            reply = yield call
+            if isinstance(reply, Exception):
+                if out_of_memory(reply):
+                    # Nothing recorded yet, so nothing to disagree with; a later
+                    # connect records it once memory is free (writes fail until then).
+                    return facts
+                raise self.failures.redis_error(reply, call)
+            recorded = reply
+        self._check_namespace(recorded)
+        return facts
+
     def init_namespace(self) -> Op[None]:
+        """Record the namespace's shard count and schema version unless recorded, and
+        check what is recorded (one script; :meth:`connect` reads first)."""
         call = Script(
             "init_namespace", (self.keys.meta,), (self.keys.shards, KEY_SCHEMA_VERSION), retry=True
         )
+        return Op(call, self._check_namespace)
 
-        def decode(reply: Any) -> None:
-            recorded = int(reply[0])
-            if recorded != self.keys.shards:
-                raise ShardCountMismatch(self.keys.namespace, self.keys.shards, recorded)
-            if int(reply[1]) != KEY_SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"namespace {self.keys.namespace!r} has key schema {reply[1]}; "
-                    f"this client speaks {KEY_SCHEMA_VERSION}"
-                )
-
-        return Op(call, decode)
+    def _check_namespace(self, reply: Any) -> None:
+        recorded = int(reply[0])
+        if recorded != self.keys.shards:
+            raise ShardCountMismatch(self.keys.namespace, self.keys.shards, recorded)
+        if int(reply[1]) != KEY_SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"namespace {self.keys.namespace!r} has key schema {reply[1]}; "
+                f"this client speaks {KEY_SCHEMA_VERSION}"
+            )
 
     # --- sessions -------------------------------------------------------------------
 

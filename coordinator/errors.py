@@ -11,10 +11,12 @@ Every exception derives from :class:`CoordinatorError`::
     ├── ConflictError                         expected_version did not match (carries current)
     │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
-    │   └── ShardCountMismatch
+    │   ├── ShardCountMismatch
+    │   └── EvictionPolicyError                 Redis may evict keys (maxmemory-policy)
     ├── AccessDenied                          Redis refused the credentials or an ACL rule
     ├── CoordinatorUnavailable                Redis (or the sink) could not be reached
     │   ├── ReplicationTimeout                durability mode: replicas did not acknowledge
+    │   ├── RedisOutOfMemory                  Redis at maxmemory refused a write
     │   └── SinkUnavailable                   the event sink could not be reached
     ├── SinkRefused                           the sink writer process refused a batch's data
     ├── UnexpectedReply                       a script answered something unknown (a bug)
@@ -138,6 +140,23 @@ class ShardCountMismatch(ConfigurationError):
         self.recorded = recorded
 
 
+class EvictionPolicyError(ConfigurationError):
+    """Redis runs with a ``maxmemory-policy`` that may evict keys: leases, fencing
+    counters, records and audit entries would vanish silently. Refused on connect
+    unless ``allow_eviction`` (``COORDINATOR_ALLOW_EVICTION=1``) accepts the risk."""
+
+    def __init__(self, where: str, policy: str) -> None:
+        super().__init__(
+            f"Redis at {where} runs with maxmemory-policy {policy}, which may evict leases, "
+            "fencing counters and project records and so lose acknowledged writes; set "
+            "maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in "
+            "redis.conf), or accept the risk with allow_eviction=True "
+            "(COORDINATOR_ALLOW_EVICTION=1)"
+        )
+        self.where = where
+        self.policy = policy
+
+
 class AccessDenied(CoordinatorError):
     """Redis refused the credentials, or an ACL rule forbids the command or key."""
 
@@ -184,6 +203,14 @@ class ReplicationTimeout(CoordinatorUnavailable):
         self.reply = reply
         self.result = result
         self.error = error
+
+
+class RedisOutOfMemory(CoordinatorUnavailable):
+    """Redis reached ``maxmemory`` and refused a write; nothing was written.
+
+    Reads keep working, and so does the worker, whose acknowledging and trimming of
+    the audit streams frees memory. Retry once memory is free again.
+    """
 
 
 class SinkUnavailable(CoordinatorUnavailable):

@@ -21,6 +21,7 @@ from coordinator.errors import (
     ConfigurationError,
     CoordinatorError,
     CoordinatorUnavailable,
+    RedisOutOfMemory,
     UnexpectedReply,
 )
 from coordinator.scripts import SCRIPT_NAMES
@@ -204,9 +205,14 @@ class Failures:
                 f"{call.name} script (ACL): {exc}"
             )
         if code == "OOM":
-            return CoordinatorUnavailable(
-                f"Redis at {self.safe_url} is out of memory and refused the "
-                "write (run it with maxmemory-policy noeviction and enough headroom)"
+            # Refused before anything ran (a script is refused at its first write, or
+            # not at all): nothing was written. No policy advice: the safe policy,
+            # noeviction, is what makes a full server refuse.
+            return RedisOutOfMemory(
+                f"Redis at {self.safe_url} is out of memory (maxmemory reached) and refused "
+                "the write; nothing was written. Reads still work; memory is freed as the "
+                "worker persists and trims the audit streams: check that a worker is alive "
+                "(coordinator health), or raise maxmemory"
             )
         if isinstance(exc, rx.AskError):  # MovedError too: a cluster client follows both
             return ConfigurationError(
@@ -226,6 +232,17 @@ def retryable(exc: BaseException) -> bool:
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
         return False  # redis-py files them under ConnectionError; retrying cannot help
     return isinstance(exc, RETRYABLE) or error_code(exc) == "NOREPLICAS" or read_only(exc)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Redis at ``maxmemory`` refused a command (or a script at its first write)."""
+    return error_code(exc) == "OOM"
+
+
+def refused(exc: BaseException) -> bool:
+    """The server answered with an error that no retry changes (an unknown or forbidden
+    command, a write at ``maxmemory``): what an optional call hands to its plan."""
+    return isinstance(exc, rx.ResponseError) and not retryable(exc)
 
 
 def node_lost(exc: BaseException) -> bool:

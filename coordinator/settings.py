@@ -97,6 +97,9 @@ class Settings(BaseModel):
     client_name: str | None = None
     #: asyncio client: send the calls of concurrent tasks together (docs: README).
     auto_pipeline: bool = True
+    #: UNSAFE: connect to a Redis whose ``maxmemory-policy`` may evict keys. Evicted
+    #: leases, fencing counters and records lose acknowledged writes silently.
+    allow_eviction: bool = False
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -191,7 +194,7 @@ class Settings(BaseModel):
 
 
 def _from_env_text(name: str, raw: str) -> Any:
-    if name in ("cluster", "tls_verify", "auto_pipeline"):
+    if name in ("cluster", "tls_verify", "auto_pipeline", "allow_eviction"):
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True

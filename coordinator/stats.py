@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, TypeAlias
 from coordinator.calls import Batch, Command, Plan
 from coordinator.constants import DEFAULT_CONSUMER_GROUP
 from coordinator.keys import KeySpace
+from coordinator.server import ServerFacts, server_facts, server_warnings, summary
 from coordinator.timestamps import (
     ms_to_datetime,
     next_stream_id,
@@ -117,6 +118,20 @@ class NamespaceStats:
     expired_unreaped: int
     streams: Sequence[StreamStats]
     workers: Sequence[WorkerLiveness] = field(default_factory=tuple)
+    #: What each server process says about itself (one per cluster node): kind,
+    #: version, maxmemory policy, memory, persistence (see :mod:`coordinator.server`).
+    servers: Sequence[ServerFacts] = field(default_factory=tuple)
+
+    @property
+    def server(self) -> ServerFacts | None:
+        """The deployment in one :class:`ServerFacts` (a cluster's fullest node, its
+        distinct policies joined)."""
+        return summary(self.servers) if self.servers else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Unsafe or unknown server settings, one line each (``status`` prints them)."""
+        return server_warnings(self.servers)
 
     @property
     def lag(self) -> int:
@@ -154,6 +169,9 @@ class NamespaceStats:
             "redis_mode": self.redis_mode,
             "redis_nodes": self.redis_nodes,
             "replicas": self.replicas,
+            **_server_json(self.server),
+            "servers": [f.to_json() for f in self.servers],
+            "warnings": self.warnings,
             "server_time": _iso(self.server_time),
             "shards": self.shards,
             "consumer_group": self.consumer_group,
@@ -180,6 +198,15 @@ class NamespaceStats:
         }
 
 
+def _server_json(facts: ServerFacts | None) -> dict[str, Any]:
+    """The deployment's server fields at the top level of ``status --json``."""
+    data = (facts or server_facts(None)[0]).to_json()
+    return {
+        **{k: data[k] for k in ("maxmemory_policy", "eviction_safe", "used_memory", "maxmemory")},
+        **{k: data[k] for k in ("aof_enabled", "appendfsync", "rdb_save", "persistent")},
+    }
+
+
 def _stream_json(stats: StreamStats) -> dict[str, Any]:
     data = asdict(stats)
     data["oldest_pending_age_seconds"] = data.pop("oldest_pending_age")
@@ -201,7 +228,7 @@ def stats_plan(
 ) -> Plan[NamespaceStats]:
     """Read the namespace's state in a handful of pipelined round trips. ``mode`` is the
     deployment the shell connected to; ``redis_url`` names it (without a password)."""
-    now_ms, server, nodes, replicas = yield from _server_plan(mode == "cluster")
+    now_ms, server, nodes, replicas, servers = yield from _server_plan(mode == "cluster")
     shards = range(keys.shards)
     streams = [keys.stream(s) for s in shards]
     counts = yield from _counts_plan(keys, now_ms)
@@ -252,6 +279,7 @@ def stats_plan(
         expired_unreaped=sum(c.lapsed for c in counts),
         streams=tuple(stream_stats),
         workers=tuple(workers),
+        servers=servers,
     )
 
 
@@ -288,18 +316,23 @@ class _ShardCounts:
     dead: int
 
 
-def _server_plan(cluster: bool) -> Plan[tuple[int, ServerIdentity, int, int | None]]:
-    """Server time, kind and version, node count and (outside a cluster) connected
-    replicas."""
+def _server_plan(
+    cluster: bool,
+) -> Plan[tuple[int, ServerIdentity, int, int | None, tuple[ServerFacts, ...]]]:
+    """Server time, kind and version, node count, (outside a cluster) connected
+    replicas, and what each server says about itself in ``INFO`` (policy, memory,
+    persistence). No ``CONFIG GET``: the shipped roles may not run it (it reveals
+    secrets), so ``appendfsync`` and the RDB schedule stay unknown here."""
     now_ms = time_reply_ms((yield Command("time")))
-    server, nodes = _identity((yield Command("info", ("server",))))
+    info = yield Command("info")
+    server, nodes = _identity(info)
+    facts = server_facts(info)
     replicas: int | None = None
     if cluster:
         nodes = _primaries((yield Command("cluster_slots")), nodes)
     else:
-        replication = yield Command("info", ("replication",))
-        replicas = int(replication.get("connected_slaves", 0))
-    return now_ms, server, nodes, replicas
+        replicas = int(info.get("connected_slaves", 0))
+    return now_ms, server, nodes, replicas, facts
 
 
 def _counts_plan(keys: KeySpace, now_ms: int) -> Plan[list[_ShardCounts]]:

@@ -279,6 +279,9 @@ STATUS_FIELDS = {
     "redis_nodes", "replicas", "server_time", "shards", "consumer_group", "active_leases",
     "expired_unreaped", "stream_length", "lag", "lag_exact", "pending",
     "oldest_pending_age_seconds", "dead_letters", "workers_alive", "workers", "streams",
+    # what the server says about itself (issue 18)
+    "maxmemory_policy", "eviction_safe", "used_memory", "maxmemory", "aof_enabled",
+    "appendfsync", "rdb_save", "persistent", "servers", "warnings",
 }  # fmt: skip
 STREAM_FIELDS = {
     "shard", "stream", "length", "group", "consumers", "last_delivered_id", "lag", "lag_exact",

@@ -25,7 +25,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.validation", "coordinator.timestamps", "coordinator.keys",
             "coordinator.scripts", "coordinator.events", "coordinator.calls",
             "coordinator.failures", "coordinator.core", "coordinator.stats",
-            "coordinator.gc_tuning", "coordinator.liveness",
+            "coordinator.gc_tuning", "coordinator.liveness", "coordinator.server",
+            "coordinator.health",
         ),
     ),
     (

@@ -86,6 +86,13 @@ class CliState:
             click.get_current_context().call_on_close(self._client.close)
         return self._client
 
+    def diagnostic_client(self) -> Coordinator:
+        """A client for commands that only read, to diagnose (``status``, ``health``):
+        it connects to an evicting server too, to report it rather than refuse."""
+        client = Coordinator(self.settings(allow_eviction=True))
+        click.get_current_context().call_on_close(client.close)
+        return client
+
 
 @contextmanager
 def operational_errors() -> Iterator[None]:

@@ -6,6 +6,7 @@ import click
 
 from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import duration, emit_json, emit_table
+from coordinator.server import ServerFacts
 from coordinator.stats import NamespaceStats, StreamStats
 
 STREAM_HEADERS = (
@@ -24,14 +25,18 @@ def status_command(state: CliState, as_json: bool, all_shards: bool) -> None:
     """Redis version and mode, leases, per-shard stream length, consumer-group lag,
     pending entries, oldest pending age, dead letters and live workers.
 
-    Warns on stderr (exit status still 0) when no worker is alive or entries were
-    dead-lettered.
+    Shows the server's kind and version, maxmemory policy, used and maximum memory
+    and persistence settings. Warns on stderr (exit status still 0) on an evicting
+    policy, persistence off, memory near maxmemory, no live worker or dead letters;
+    `coordinator health` turns these into an exit status.
     """
-    stats = state.client().stats()
+    stats = state.diagnostic_client().stats()
     if as_json:
         emit_json(stats.to_json())
     else:
         _print(stats, all_shards)
+    for warning in stats.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if not stats.workers:
         click.echo(
             "warning: no worker is alive, so events are not being persisted "
@@ -62,6 +67,7 @@ def _print(stats: NamespaceStats, all_shards: bool) -> None:
             "redis",
             f"{stats.redis_url} ({_server(stats)}, {stats.redis_mode}{nodes}{replicas})",
         ),
+        ("server", server_line(stats.server)),
         ("namespace", f"{stats.namespace} ({stats.shards} shards)"),
         (
             "leases",
@@ -85,6 +91,34 @@ def _print(stats: NamespaceStats, all_shards: bool) -> None:
     hidden = len(stats.streams) - len(shown)
     if hidden:
         click.echo(f"({hidden} empty shard(s) not shown; --all-shards lists them)", err=True)
+
+
+def server_line(facts: ServerFacts | None) -> str:
+    """Maxmemory policy, memory and persistence in one line."""
+    if facts is None or facts.policy is None:
+        return "unknown (the server answered no INFO)"
+    if facts.maxmemory:
+        ratio = facts.memory_ratio or 0.0
+        memory = f"{size(facts.used_memory)} of {size(facts.maxmemory)} ({ratio:.0%})"
+    else:
+        memory = f"{size(facts.used_memory)} (no maxmemory)"
+    if facts.aof_enabled:
+        fsync = f", appendfsync {facts.appendfsync}" if facts.appendfsync else ""
+        persistence = f"aof on{fsync}"
+    else:
+        persistence = "aof off" + (f", rdb save {facts.rdb_save!r}" if facts.rdb_save else "")
+    return f"maxmemory-policy {facts.policy}, memory {memory}, {persistence}"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "?"
+    amount, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            break
+        amount /= 1024
+    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
 
 
 def _busy(stream: StreamStats) -> bool:

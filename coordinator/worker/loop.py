@@ -49,11 +49,12 @@ from redis.exceptions import (
 from coordinator.aio import AsyncCoordinator
 from coordinator.errors import (
     CoordinatorUnavailable,
+    RedisOutOfMemory,
     SinkUnavailable,
     first_line,
 )
 from coordinator.events import EventRow, entry_row
-from coordinator.failures import Backoff, error_code
+from coordinator.failures import Backoff, error_code, out_of_memory
 from coordinator.gc_tuning import fewer_collections
 from coordinator.settings import Settings
 from coordinator.sinks import Sink, sink_from_url
@@ -251,8 +252,25 @@ class EventWorker:
             try:
                 await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
-                if error_code(exc) != "BUSYGROUP":
+                if error_code(exc) == "BUSYGROUP":
+                    continue
+                if not out_of_memory(exc):
                     raise
+                # At maxmemory Redis refuses XGROUP CREATE before looking: the group
+                # may well exist, and then reading and acknowledging (which Redis
+                # still allows) is how memory gets freed.
+                if not await self._has_group(stream):
+                    raise RedisOutOfMemory(
+                        f"Redis at {self.settings.safe_redis_url} is out of memory: cannot "
+                        f"create the consumer group of {stream}"
+                    ) from exc
+
+    async def _has_group(self, stream: str) -> bool:
+        try:
+            groups = await self._client.xinfo_groups(stream)
+        except ResponseError:  # no such stream
+            return False
+        return any(_text(g["name"]) == self.group for g in groups)
 
     async def _read_new(self) -> bool:
         """Read one batch of new entries and start persisting it; False when there
@@ -503,7 +521,13 @@ class EventWorker:
         op = self.coordinator.operations.dead_letter(
             shard, self.group, entry_id, self.consumer, reason, fields
         )
-        moved = await self.coordinator.execute(op)
+        try:
+            moved = await self.coordinator.execute(op)
+        except RedisOutOfMemory as exc:
+            # The dead-letter stream cannot grow at maxmemory: the entry stays pending
+            # (claimed again later) while the rest is acknowledged and trimmed.
+            self._log_outage("dead-lettering (out of memory)", exc)
+            return
         if moved:
             self.metrics.dead_lettered += 1
             log.warning("entry %s of shard %d dead-lettered: %s", entry_id, shard, reason)
@@ -551,7 +575,10 @@ class EventWorker:
             await self._beat()
         if reap and self.options.reap_interval and now >= due["reap"]:
             due["reap"] = now + self.options.reap_interval
-            self.metrics.reaped += await self.coordinator.cleanup_expired_sessions()
+            try:
+                self.metrics.reaped += await self.coordinator.cleanup_expired_sessions()
+            except RedisOutOfMemory as exc:  # an expiry's audit event is a write
+                self._log_outage("reaping (out of memory)", exc)
         if now >= due["trim"]:
             due["trim"] = now + self.options.trim_interval
             await self._trim()
@@ -590,7 +617,17 @@ class EventWorker:
             }
         )
         ttl = max(1, round(self.options.liveness_ttl))
-        await self._client.set(self.keys.worker(self.consumer), value, ex=ttl)
+        key = self.keys.worker(self.consumer)
+        try:
+            await self._client.set(key, value, ex=ttl)
+        except ResponseError as exc:
+            if not out_of_memory(exc):
+                raise
+            # At maxmemory SET is refused but EXPIRE is not: stay alive (with the
+            # last value) while acknowledging and trimming free memory.
+            if not await self._client.expire(key, ttl):
+                self._log_outage("liveness key (out of memory)", exc)
+                return
         self._registered = True
 
     async def _trim(self) -> None:
@@ -706,6 +743,10 @@ def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
     if isinstance(reply, dict):
         return list(reply.items())
     return [(pair[0], pair[1]) for pair in reply]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def one_line(exc: BaseException) -> str:
