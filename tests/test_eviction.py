@@ -94,7 +94,8 @@ def test_a_safe_server_connects_as_before(make_client: Callable[..., Any]) -> No
     client = make_client()
     client.start_session("agent-1")
     [facts] = client.server_facts
-    assert facts.policy == "noeviction" and facts.eviction_safe
+    assert facts.policy == "noeviction"
+    assert facts.eviction_safe
 
 
 def test_the_worker_refuses_an_evicting_server(
@@ -110,7 +111,8 @@ def test_the_worker_refuses_an_evicting_server(
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     [line] = [x for x in result.stderr.splitlines() if x.startswith("Error")]
-    assert "maxmemory-policy volatile-lru" in line and "noeviction" in line
+    assert "maxmemory-policy volatile-lru" in line
+    assert "noeviction" in line
 
 
 def test_status_reports_the_policy_memory_and_persistence(
@@ -124,8 +126,10 @@ def test_status_reports_the_policy_memory_and_persistence(
     assert (data["maxmemory_policy"], data["eviction_safe"], data["server_kind"]) == (
         "noeviction", True, "redis",
     )  # fmt: skip
-    assert data["used_memory"] > 0 and data["maxmemory"] == 0
-    assert data["aof_enabled"] is True and data["persistent"] is True
+    assert data["used_memory"] > 0
+    assert data["maxmemory"] == 0
+    assert data["aof_enabled"] is True
+    assert data["persistent"] is True
     assert data["warnings"] == []
 
     evicting("allkeys-lru")
@@ -202,7 +206,8 @@ def test_the_regression_watch_catches_what_eviction_reissued(tmp_path: Path, bin
                     rewound.add(agent)  # version 1 after version 3
                 except ConflictError:
                     pass
-            assert reissued and rewound  # eviction really did re-issue both
+            assert reissued
+            assert rewound
 
             def anomalies() -> dict[str, set[str]]:
                 found: dict[str, set[str]] = {}
@@ -213,8 +218,10 @@ def test_the_regression_watch_catches_what_eviction_reissued(tmp_path: Path, bin
                 return found
 
             wait_until(
-                lambda: reissued <= anomalies().get("fencing_regression", set())
-                and rewound <= anomalies().get("version_regression", set())
+                lambda: (
+                    reissued <= anomalies().get("fencing_regression", set())
+                    and rewound <= anomalies().get("version_regression", set())
+                )
             )
         raw.close()
         assert worker.metrics.anomalies >= len(reissued) + len(rewound)

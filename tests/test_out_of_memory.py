@@ -69,8 +69,10 @@ def test_a_full_server_serves_new_clients_reads_and_refuses_writes_cleanly(
         with pytest.raises(RedisOutOfMemory) as info:
             write()
         message = str(info.value)
-        assert "out of memory" in message and "nothing was written" in message
-        assert "policy" not in message and "noeviction" not in message
+        assert "out of memory" in message
+        assert "nothing was written" in message
+        assert "policy" not in message
+        assert "noeviction" not in message
         assert info.value.maybe_applied is False
     assert snapshot(raw) == before
     # A heartbeat's first write only moves the lease's expiry, which Redis allows at
@@ -108,15 +110,18 @@ def test_on_a_full_server_the_cli_reads_and_a_new_worker_frees_memory(
     status = run("status", "--json")
     assert status.exit_code == 0, status.output
     data = json.loads(status.stdout)
-    assert data["stream_length"] == 2000 and data["lag"] == 2000
+    assert data["stream_length"] == 2000
+    assert data["lag"] == 2000
     assert any("of maxmemory" in w for w in data["warnings"])
     assert run("leases", "--json").exit_code == 0
     assert run("events", "--limit", "5").exit_code == 0
     # Revoking only deletes (Redis allows that at the limit); a project write is refused.
     assert run("lease", "revoke", "agent-1", "--reason", "full", "--yes").exit_code == 0
     refused = run("project", "set", "agent-2", "q", "--session", sessions["agent-2"])
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
-    assert "out of memory" in refused.stderr and "policy" not in refused.stderr
+    assert refused.exit_code == 1
+    assert "Traceback" not in refused.output
+    assert "out of memory" in refused.stderr
+    assert "policy" not in refused.stderr
 
     # Just over the limit, by less than the backlog holds: trimming it frees enough.
     fill(backlog // 4)
