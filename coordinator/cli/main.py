@@ -6,6 +6,7 @@ from __future__ import annotations
 from coordinator.cli import (
     demo,
     events,
+    health,
     leases,
     mcp,
     migrate,
@@ -25,6 +26,7 @@ cli.add_command(leases.lease_group)
 cli.add_command(projects.project_group)
 cli.add_command(events.events_group)
 cli.add_command(status.status_command)
+cli.add_command(health.health_command)
 cli.add_command(reap.reap_command)
 cli.add_command(worker.worker_command)
 cli.add_command(stack.up_command)
