@@ -79,6 +79,7 @@ def test_a_full_server_serves_new_clients_reads_and_refuses_writes_cleanly(
     # the limit (a script is refused at its first write or not at all): leases do not
     # lapse because memory is full.
     assert reader.heartbeat_session(session.session_id).expires_at >= session.expires_at
+    assert reader.end_session("agent-1", session.session_id) is True  # its first write: DEL
 
 
 def test_on_a_full_server_the_cli_reads_and_a_new_worker_frees_memory(
@@ -113,6 +114,11 @@ def test_on_a_full_server_the_cli_reads_and_a_new_worker_frees_memory(
     assert data["stream_length"] == 2000
     assert data["lag"] == 2000
     assert any("of maxmemory" in w for w in data["warnings"])
+    health = run("health", "--json")
+    assert health.exit_code == 1
+    checks = {c["name"]: c["ok"] for c in json.loads(health.stdout)["checks"]}
+    assert checks["redis"] is True
+    assert checks["memory"] is False
     assert run("leases", "--json").exit_code == 0
     assert run("events", "--limit", "5").exit_code == 0
     # Revoking only deletes (Redis allows that at the limit); a project write is refused.
