@@ -26,7 +26,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.scripts", "coordinator.events", "coordinator.calls",
             "coordinator.failures", "coordinator.core", "coordinator.stats",
             "coordinator.gc_tuning", "coordinator.liveness", "coordinator.server",
-            "coordinator.health",
+            "coordinator.health", "coordinator.shapes",
         ),
     ),
     (
@@ -41,7 +41,10 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("local tooling", ("coordinator.local",)),
     (
         "adapters and tools",
-        ("coordinator.compat", "coordinator.migrate", "coordinator.verify", "coordinator.mcp"),
+        (
+            "coordinator.compat", "coordinator.migrate", "coordinator.verify", "coordinator.mcp",
+            "coordinator.web",
+        ),
     ),
     ("command line", ("coordinator.cli", "coordinator.__main__")),
 )  # fmt: skip

@@ -15,6 +15,7 @@ from coordinator.cli import (
     stack,
     status,
     verify,
+    web,
     worker,
 )
 from coordinator.cli.base import CliState, cli, handles_errors
@@ -34,6 +35,7 @@ cli.add_command(demo.demo_command)
 cli.add_command(migrate.migrate_command)
 cli.add_command(verify.verify_command)
 cli.add_command(mcp.mcp_command)
+cli.add_command(web.web_command)
 
 
 def main() -> None:
