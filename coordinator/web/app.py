@@ -476,7 +476,11 @@ async def login_form(request: Request) -> Response:
     if dashboard.guard.token is None:
         return RedirectResponse("/leases", 303)
     html = dashboard.render(
-        "login.html", title="Log in", next=_next(request.query_params.get("next")), failed=False
+        "login.html",
+        title="Log in",
+        next=_next(request.query_params.get("next")),
+        failed=False,
+        login=False,
     )
     return HTMLResponse(html)
 
@@ -488,7 +492,7 @@ async def login(request: Request) -> Response:
     if dashboard.guard.token is None:
         return RedirectResponse(target, 303)
     if not dashboard.guard.token_matches(form.get("token", "")):
-        html = dashboard.render("login.html", title="Log in", next=target, failed=True)
+        html = dashboard.render("login.html", title="Log in", next=target, failed=True, login=False)
         return HTMLResponse(html, status_code=401)
     response = RedirectResponse(target, 303)
     response.set_cookie(
@@ -509,6 +513,10 @@ async def logout(request: Request) -> Response:
 
 async def home(request: Request) -> Response:
     return RedirectResponse("/leases", 307)
+
+
+async def favicon(request: Request) -> Response:
+    return RedirectResponse("/static/favicon.svg", 301)
 
 
 # --- the application ----------------------------------------------------------------------
@@ -541,6 +549,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/", home),
+            Route("/favicon.ico", favicon),
             Route("/leases", leases),
             Route("/leases/live", leases_live),
             Route("/agent", agent),

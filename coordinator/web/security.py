@@ -26,8 +26,8 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE: Final = "coordinator_web"
-#: Paths served without a token: the login form and its stylesheet.
-OPEN_PATHS: Final = ("/login", "/static/")
+#: Paths served without a token: the login form, logging out, and static files.
+OPEN_PATHS: Final = ("/login", "/logout", "/static/", "/favicon.ico")
 HEADERS: Final = (
     (
         b"content-security-policy",
@@ -36,7 +36,7 @@ HEADERS: Final = (
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 )
 

@@ -5,6 +5,7 @@
 "use strict";
 (function () {
   let offset = 0; // Redis server clock minus this browser's clock, in ms
+  const sources = [];
 
   function sync(serverNow) {
     if (serverNow) offset = Number(serverNow) - Date.now();
@@ -47,6 +48,7 @@
       source.addEventListener(name, (e) => handle(JSON.parse(e.data)));
     }
     source.addEventListener("problem", (e) => state("problem: " + JSON.parse(e.data).message));
+    sources.push(source);
     return source;
   }
 
@@ -88,6 +90,8 @@
     }
     tick();
     setInterval(tick, 250);
+    // Leaving the page: close the streams rather than have them cut.
+    window.addEventListener("pagehide", () => sources.forEach((s) => s.close()));
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
