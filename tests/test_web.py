@@ -463,3 +463,23 @@ def test_web_command_serves_until_interrupted(redis_url: str, coord: Coordinator
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
+
+
+def test_health_shows_an_evicting_server_as_unsafe(
+    web: httpx.Client, coord: Coordinator, web_redis: EmbeddedRedis
+) -> None:
+    coord.start_session("agent-1")
+    with web_redis.client() as raw:
+        raw.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            data = web.get("/health", params={"format": "json"}).json()
+            html = web.get("/health").text
+            listed = web.get("/leases", params={"format": "json"})  # still readable
+        finally:
+            raw.config_set("maxmemory-policy", "noeviction")
+    assert data["maxmemory_policy"] == "allkeys-lru"
+    server = [f for f in data["findings"] if f["subject"] == "server"]
+    assert [f["level"] for f in server] == ["unsafe"]
+    assert "allkeys-lru" in server[0]["message"]
+    assert "(evicts data)" in html
+    assert listed.status_code == 200

@@ -72,10 +72,19 @@ class WebOptions:
 
 
 class Dashboard:
-    """The state one dashboard process shares between requests."""
+    """The state one dashboard process shares between requests.
 
-    def __init__(self, client: AsyncCoordinator, options: WebOptions) -> None:
+    ``client`` reads: like ``coordinator status`` it connects to an evicting server
+    too, so that the health page can show what is wrong. ``actor`` is a client with
+    the configured settings for the one action (revoke): it refuses such a server,
+    as the CLI's ``lease revoke`` does.
+    """
+
+    def __init__(
+        self, client: AsyncCoordinator, options: WebOptions, actor: AsyncCoordinator | None = None
+    ) -> None:
         self.client = client
+        self.actor = actor or client
         self.options = options
         self.guard = Guard(options.token)
         self.hub = EventHub(client, buffer=options.tail_rows)
@@ -93,6 +102,7 @@ class Dashboard:
             versions=shapes.event_versions,
             keepalive=keepalive_state,
             compact=compact_json,
+            size=byte_size,
             event_types=[e.value for e in EventType],
         )
 
@@ -113,6 +123,18 @@ def keepalive_state(lease: Lease, now: datetime) -> str:
         return "no heartbeat yet"
     age = (now - lease.last_heartbeat).total_seconds()
     return "heartbeating" if age <= lease.ttl / 2 else "late"
+
+
+def byte_size(value: int | None) -> str:
+    """``512 B``, ``3.2 MiB``; ``?`` when unknown."""
+    if value is None:
+        return "?"
+    amount, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            break
+        amount /= 1024
+    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
 
 
 def compact_json(value: Any, limit: int = 200) -> str:
@@ -326,7 +348,7 @@ async def revoke(request: Request) -> Response:
         raise InvalidInputError("confirm", "tick the confirmation to revoke")
     if not reason:
         raise InvalidInputError("reason", "say why (it is recorded in the audit event)")
-    revoked = await dashboard.client.revoke_session(agent_id, reason=reason)
+    revoked = await dashboard.actor.revoke_session(agent_id, reason=reason)
     client = request.client.host if request.client else "?"
     log.warning("web: revoke of agent %r by %s: %s", agent_id, client, revoked)
     if wants_json(request):
@@ -528,14 +550,19 @@ def create_app(
     *,
     client: AsyncCoordinator | None = None,
 ) -> Starlette:
-    """The dashboard for ``settings`` (or an existing ``client``, left open)."""
+    """The dashboard for ``settings`` (or an existing ``client``, left open, which then
+    also performs the actions)."""
     options = options or WebOptions()
     if not 1 <= options.page_size <= MAX_PAGE_SIZE:
         raise InvalidInputError("page_size", f"{options.page_size} is outside 1 .. {MAX_PAGE_SIZE}")
-    owned = client is None
+    owned: list[AsyncCoordinator] = []
+    actor = None
     if client is None:
-        client = AsyncCoordinator(settings or Settings.from_env())
-    dashboard = Dashboard(client, options)
+        settings = settings or Settings.from_env()
+        client = AsyncCoordinator(settings.model_copy(update={"allow_eviction": True}))
+        actor = AsyncCoordinator(settings)
+        owned = [client, actor]
+    dashboard = Dashboard(client, options, actor)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -543,8 +570,8 @@ def create_app(
             yield
         finally:
             await dashboard.hub.stop()
-            if owned:
-                await dashboard.client.aclose()
+            for made in owned:
+                await made.aclose()
 
     app = Starlette(
         routes=[

@@ -1,7 +1,8 @@
 """What the health page flags in a ``coordinator status`` snapshot (pure).
 
-Each finding has a level: ``unsafe`` (events are not being persisted, or were lost to
-dead letters), ``warning`` (falling behind) or ``ok``. The thresholds are the page's
+Each finding has a level: ``unsafe`` (the server may lose or evict data, events are
+not being persisted, or were lost to dead letters), ``warning`` (falling behind, near
+the memory limit, a setting unknown) or ``ok``. The thresholds are the page's
 own defaults, stated here.
 """
 
@@ -29,8 +30,16 @@ class Finding:
         return {"level": self.level, "subject": self.subject, "message": self.message}
 
 
+#: Server warnings (:func:`coordinator.server.server_warnings`) that mean data can be
+#: lost, not only refused: shown as unsafe, the others as warnings.
+_UNSAFE_SERVER = ("maxmemory-policy is", "persistence is off", "appendfsync is no")
+
+
 def findings(stats: NamespaceStats) -> list[Finding]:
     found = []
+    for warning in stats.warnings:
+        level = "unsafe" if any(mark in warning for mark in _UNSAFE_SERVER) else "warning"
+        found.append(Finding(level, "server", warning))
     if not stats.workers:
         found.append(
             Finding("unsafe", "workers", "no worker is alive: events are not being persisted")
