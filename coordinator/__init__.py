@@ -26,6 +26,8 @@ from coordinator.errors import (
     RedisOutOfMemory,
     ReplicationTimeout,
     RequestIdReusedError,
+    ReservationConflict,
+    ReservationNotHeld,
     SessionAlreadyActive,
     SessionLeaseExpired,
     ShardCountMismatch,
@@ -38,7 +40,15 @@ from coordinator.errors import (
 )
 from coordinator.keepalive import AsyncKeepAlive, KeepAlive
 from coordinator.liveness import LeaseState
-from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Session
+from coordinator.models import (
+    AgentEvent,
+    AgentProject,
+    EventType,
+    Lease,
+    Reservation,
+    ReservationHolder,
+    Session,
+)
 from coordinator.server import ServerFacts
 from coordinator.settings import Settings
 from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
@@ -96,6 +106,10 @@ __all__ = [
     "RedisOutOfMemory",
     "ReplicationTimeout",
     "RequestIdReusedError",
+    "Reservation",
+    "ReservationConflict",
+    "ReservationHolder",
+    "ReservationNotHeld",
     "ServerFacts",
     "Session",
     "SessionAlreadyActive",

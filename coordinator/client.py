@@ -44,7 +44,7 @@ from coordinator.errors import CoordinatorError, ReplicationTimeout
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
-from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.models import AgentEvent, AgentProject, Lease, Reservation, Session
 from coordinator.scripts import sources
 from coordinator.server import ServerFacts, eviction_refusal
 from coordinator.settings import Settings
@@ -266,6 +266,83 @@ class Coordinator:
     def get_current_projects(self, agent_ids: Sequence[str]) -> list[AgentProject | None]:
         """Records of several agents in one round trip, in the order given."""
         return self._run(self._core.projects(agent_ids))
+
+    # --- reservations ---------------------------------------------------------------
+
+    def reserve(
+        self,
+        agent_id: str,
+        session_id: str,
+        scope: str,
+        resources: Sequence[str],
+        *,
+        mode: str = "exclusive",
+        ttl: float | None = None,
+        reason: str | None = None,
+        wait: float | None = None,
+        request_id: str | None = None,
+    ) -> Reservation:
+        """Reserve ``resources`` of ``scope`` for the live session, all or nothing.
+
+        ``mode``: ``exclusive`` (conflicts with any other holder) or ``shared``
+        (coexists with other shared holders). A resource conflicts with the same name,
+        with a path above it (``src/`` holds ``src/a.py``) and with one beneath it.
+        ``ttl``: seconds until the reservation lapses unless renewed (default: the
+        session's lease TTL); it never outlives its session either. ``wait``: seconds
+        to wait in arrival order for the resources instead of failing at once.
+        A repeated ``request_id`` returns the first grant instead of reserving again.
+        Raises ReservationConflict (with every conflicting holder), SessionLeaseExpired,
+        InvalidInputError, CoordinatorUnavailable.
+        """
+        plan = self._core.reservations.reserve(
+            agent_id, session_id, scope, resources, mode, ttl, reason, wait, request_id
+        )
+        return self._drive(plan)
+
+    def renew(
+        self, agent_id: str, session_id: str, reservation_id: str, *, ttl: float | None = None
+    ) -> Reservation:
+        """Move the reservation's deadline ``ttl`` seconds (default: its own ttl) from
+        now. Raises ReservationNotHeld (released or lapsed), SessionLeaseExpired."""
+        return self._drive(
+            self._core.reservations.renew(agent_id, session_id, reservation_id, ttl)
+        )
+
+    def renew_reservations(
+        self, agent_id: str, session_id: str, *, ttl: float | None = None
+    ) -> list[Reservation]:
+        """Renew every reservation the session holds; returns them renewed."""
+        return self._drive(self._core.reservations.renew_session(agent_id, session_id, ttl))
+
+    def release(self, agent_id: str, session_id: str, reservation_id: str) -> bool:
+        """Release a reservation of the session (audited); False when the session holds
+        no such reservation (already released, lapsed or another's)."""
+        return self._drive(
+            self._core.reservations.release(agent_id, session_id, reservation_id)
+        )
+
+    def release_reservation(
+        self, reservation_id: str, reason: str = DEFAULT_REVOKE_REASON
+    ) -> bool:
+        """Operator action: release any reservation (audited with ``reason``)."""
+        return self._drive(
+            self._core.reservations.release_by_operator(reservation_id, reason)
+        )
+
+    def list_reservations(
+        self, scope: str | None = None, agent_id: str | None = None
+    ) -> list[Reservation]:
+        """Live reservations (of one scope, of one agent), by scope and fencing token."""
+        return self._drive(self._core.reservations.listing(scope, agent_id))
+
+    def holders(self, scope: str, resource: str) -> list[Reservation]:
+        """Live reservations of ``scope`` holding ``resource``, a path above or beneath it."""
+        return self._drive(self._core.reservations.holders(scope, resource))
+
+    def reap_reservations(self) -> int:
+        """Release lapsed reservations and those of dead sessions (the worker does this
+        every ``reap_interval``); returns how many this call released."""
+        return self._drive(self._core.reservations.reap())
 
     # --- events ---------------------------------------------------------------------
 

@@ -56,6 +56,16 @@ MAX_SHARDS: Final = 1024
 MAX_EVENT_LIMIT: Final = 10_000
 #: Largest ``page_size`` accepted by lease listings (entries fetched per round trip).
 MAX_PAGE_SIZE: Final = 10_000
+#: Longest reservation scope name, in characters (a project, say).
+MAX_SCOPE_LENGTH: Final = 256
+#: Longest resource name, in characters (``/``-separated names are paths).
+MAX_RESOURCE_LENGTH: Final = 512
+#: Most resources one reservation may claim.
+MAX_RESERVATION_RESOURCES: Final = 256
+#: Longest reason given with a reservation, in characters.
+MAX_RESERVATION_REASON_LENGTH: Final = 512
+#: Longest ``wait=`` of a reservation (s).
+MAX_RESERVATION_WAIT: Final = 3600.0
 
 # --- Key layout ---------------------------------------------------------------------
 # Every per-agent key is ``{<namespace>:<shard>}:<part>:<agent_id>``; the braces are a
@@ -77,6 +87,22 @@ KEY_REQUEST: Final = "req"
 KEY_META: Final = "meta"
 #: Worker liveness keys ``<namespace>:worker:<consumer>`` (TTL refreshed every loop).
 KEY_WORKER: Final = "worker"
+
+#: Reservations of a scope live in the shard slot of the scope's name (CRC-32, like an
+#: agent), so one script claims many resources atomically and writes its audit event
+#: to that shard's stream. Per scope: records (hash reservation id -> JSON; field ``#``
+#: is the scope's fencing counter), held resources, counts of holdings beneath each
+#: path prefix, and the wait queue.
+KEY_RESERVATIONS: Final = "rsv"
+KEY_RESERVATION_HELD: Final = "rsvheld"
+KEY_RESERVATION_UNDER: Final = "rsvunder"
+KEY_RESERVATION_WAIT: Final = "rsvwait"
+#: Per shard: sorted set reservation id -> deadline (ms), and hash reservation id ->
+#: ``<scope>\n<session id>`` (release by id, listings, the worker's reaper).
+KEY_RESERVATION_INDEX: Final = "rsvidx"
+KEY_RESERVATION_IDS: Final = "rsvids"
+#: Idempotency record of a reservation's ``request_id`` (in the scope's slot).
+KEY_RESERVATION_REQUEST: Final = "rsvreq"
 
 #: Consumer group the worker reads every shard stream with.
 DEFAULT_CONSUMER_GROUP: Final = "coordinator"

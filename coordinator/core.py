@@ -35,6 +35,7 @@ from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
+from coordinator.reservations import ReservationCore
 from coordinator.server import ServerFacts, eviction_refusal, server_facts
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key, time_reply_ms
 
@@ -121,6 +122,8 @@ class CoordinatorCore:
         #: and how long ``WAIT`` may block for them (ms).
         self.wait_replicas = settings.wait_replicas
         self.wait_timeout_ms = max(1, round(settings.wait_timeout * 1000))
+        #: Resource reservations (``coordinator.reservations``).
+        self.reservations = ReservationCore(self.keys, self.lease_ttl_ms, self.request_ttl_ms)
 
     # --- namespace ------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ Every exception derives from :class:`CoordinatorError`::
     │   └── LegacySessionLeaseExpired          the same, worded as scribe_mcp (compat)
     ├── SessionAlreadyActive                  exclusive start refused: a live session exists
     ├── ConflictError                         expected_version did not match (carries current)
+    ├── ReservationConflict                   resources held (or awaited) by others (carries them)
+    ├── ReservationNotHeld                    renew: the reservation is released or lapsed
     │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
     │   ├── ShardCountMismatch
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
-    from coordinator.models import AgentProject
+    from coordinator.models import AgentProject, ReservationHolder
 
 LeaseReason = Literal["no_active_session", "session_mismatch", "expired", "revoked", "superseded"]
 
@@ -121,6 +123,44 @@ class ConflictError(CoordinatorError):
     def actual_version(self) -> int:
         """The stored version (0 when the agent has no record)."""
         return self.current.version if self.current is not None else 0
+
+
+class ReservationConflict(CoordinatorError):
+    """A reservation was refused: ``holders`` are every live reservation that conflicts
+    with the claim (agent, resources, mode, expires_in), ``waiting`` the earlier
+    queued claims it would overtake. Nothing was reserved; the refusal is audited."""
+
+    def __init__(
+        self,
+        scope: str,
+        resources: tuple[str, ...] | list[str],
+        holders: list[ReservationHolder],
+        waiting: list[ReservationHolder] | None = None,
+    ) -> None:
+        waiting = waiting or []
+        shown = "; ".join(
+            f"{h.agent_id} holds {', '.join(h.resources)} ({h.mode}"
+            + (f", expires in {h.expires_in:.1f} s)" if h.expires_in is not None else ")")
+            for h in holders[:5]
+        )
+        if len(holders) > 5:
+            shown += f"; and {len(holders) - 5} more"
+        if waiting:
+            shown += ("; " if shown else "") + f"{len(waiting)} earlier claim(s) waiting"
+        super().__init__(f"reservation refused in scope {scope!r}: {shown}")
+        self.scope = scope
+        self.resources = list(resources)
+        self.holders = holders
+        self.waiting = waiting
+
+
+class ReservationNotHeld(CoordinatorError):
+    """The reservation is not held by this session any more (released, expired or
+    never granted); nothing was changed."""
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} is not held")
+        self.reservation_id = reservation_id
 
 
 class ConfigurationError(CoordinatorError):

@@ -10,6 +10,10 @@ hash slot and runs unchanged on Redis Cluster::
     {coord:3}:events            audit stream of shard 3
     {coord:3}:dead              dead-letter stream of shard 3
     {coord:3}:req:<rid>:<agent> idempotency record of a request id
+    {coord:5}:rsv:<scope>       reservations of a scope (its shard: CRC-32 of the scope)
+    {coord:5}:rsvheld:<scope>   held resources; rsvunder: holdings beneath each path
+    {coord:5}:rsvwait:<scope>   wait queue of the scope (arrival order)
+    {coord:5}:rsvidx / rsvids   the shard's reservation deadlines / id -> scope, session
     coord:meta                  shard count and schema version
     coord:worker:<consumer>     liveness of a worker consumer (TTL)
 """
@@ -40,6 +44,25 @@ class AgentKeys:
         return (self.lease, self.agent, self.index, self.stream)
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeKeys:
+    """The keys every reservation script takes, in ``KEYS`` order (one slot: the
+    scope's shard, whose audit stream the scripts write)."""
+
+    shard: int
+    records: str
+    held: str
+    under: str
+    wait: str
+    index: str
+    ids: str
+    stream: str
+
+    @property
+    def script_keys(self) -> tuple[str, str, str, str, str, str, str]:
+        return (self.records, self.held, self.under, self.wait, self.index, self.ids, self.stream)
+
+
 class KeySpace:
     """Builds key names for one namespace and shard count (pure, no I/O)."""
 
@@ -51,6 +74,7 @@ class KeySpace:
         self._tags = tuple(f"{{{namespace}:{i}}}" for i in range(shards))
         # Bound per instance so two key spaces never share cache entries.
         self.agent_keys = lru_cache(maxsize=8192)(self._agent_keys)
+        self.scope_keys = lru_cache(maxsize=4096)(self._scope_keys)
 
     def __repr__(self) -> str:
         return f"KeySpace(namespace={self.namespace!r}, shards={self.shards})"
@@ -102,3 +126,28 @@ class KeySpace:
     def request(self, agent_id: str, request_id: str) -> str:
         # request ids cannot contain ':', so the key is unambiguous for any agent id.
         return f"{self._tags[self.shard_of(agent_id)]}:{C.KEY_REQUEST}:{request_id}:{agent_id}"
+
+    def _scope_keys(self, scope: str) -> ScopeKeys:
+        shard = self.shard_of(scope)
+        tag = self._tags[shard]
+        return ScopeKeys(
+            shard=shard,
+            records=f"{tag}:{C.KEY_RESERVATIONS}:{scope}",
+            held=f"{tag}:{C.KEY_RESERVATION_HELD}:{scope}",
+            under=f"{tag}:{C.KEY_RESERVATION_UNDER}:{scope}",
+            wait=f"{tag}:{C.KEY_RESERVATION_WAIT}:{scope}",
+            index=f"{tag}:{C.KEY_RESERVATION_INDEX}",
+            ids=f"{tag}:{C.KEY_RESERVATION_IDS}",
+            stream=f"{tag}:{C.KEY_EVENTS}",
+        )
+
+    def reservation_index(self, shard: int) -> str:
+        return f"{self._tags[shard]}:{C.KEY_RESERVATION_INDEX}"
+
+    def reservation_ids(self, shard: int) -> str:
+        return f"{self._tags[shard]}:{C.KEY_RESERVATION_IDS}"
+
+    def reservation_request(self, scope: str, agent_id: str, request_id: str) -> str:
+        """Idempotency record of a reservation request, in the scope's slot."""
+        tag = self._tags[self.shard_of(scope)]
+        return f"{tag}:{C.KEY_RESERVATION_REQUEST}:{request_id}:{agent_id}"

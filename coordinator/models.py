@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -47,6 +47,16 @@ class EventType(StrEnum):
     #: A project record imported from the original by ``coordinator migrate-legacy``;
     #: ``metadata`` names the source and the original row.
     PROJECT_IMPORTED = "project_imported"
+    #: Resources reserved; ``metadata`` holds scope, reservation id, resources, mode,
+    #: the scope's fencing token and the deadline (ms).
+    RESERVATION_GRANTED = "reservation_granted"
+    #: A reservation refused; ``metadata["holders"]`` lists the conflicting holders.
+    RESERVATION_REFUSED = "reservation_refused"
+    #: Released by its holder, an operator (``error_message`` holds the reason) or
+    #: because its session ended, was revoked or was superseded.
+    RESERVATION_RELEASED = "reservation_released"
+    #: The reservation's TTL, or its session's lease, ran out.
+    RESERVATION_EXPIRED = "reservation_expired"
 
 
 class _Model(BaseModel):
@@ -120,3 +130,37 @@ class AgentEvent(_Model):
     #: Identity of the event: its shard and its id in that shard's audit stream.
     shard: int
     stream_id: str
+
+
+class Reservation(_Model):
+    """Resources of a scope held by a session (see ``reserve``)."""
+
+    reservation_id: str
+    scope: str
+    #: As given to ``reserve`` (a trailing ``/`` marks a directory).
+    resources: list[str]
+    mode: Literal["exclusive", "shared"]
+    #: Strictly increasing per scope, forever: storage can refuse a stale holder.
+    fencing_token: int
+    agent_id: str
+    session_id: str
+    granted_at: datetime
+    expires_at: datetime
+    #: Seconds each ``renew`` moves ``expires_at`` ahead by default.
+    ttl: float
+    reason: str | None = None
+
+
+class ReservationHolder(_Model):
+    """A reservation (or a queued claim, ``waiting``) that conflicts with a claim."""
+
+    agent_id: str
+    session_id: str
+    #: None for a queued claim.
+    reservation_id: str | None
+    #: The holder's resources that conflict with the claim.
+    resources: list[str]
+    mode: Literal["exclusive", "shared"]
+    #: Seconds until the reservation lapses unless renewed (None for a queued claim).
+    expires_in: float | None
+    waiting: bool = False

@@ -26,6 +26,9 @@ SCRIPT_NAMES: Final = (
     "import_project",
     "dead_letter",
     "read_leases",
+    "reserve",
+    "release_reservations",
+    "renew_reservation",
 )
 _LIBRARY: Final = "lib"
 

@@ -262,3 +262,106 @@ def optional_text(field: str, value: object, limit: int) -> str:
     if len(value) > limit:
         raise InvalidInputError(field, f"is {len(value)} characters long; the limit is {limit}")
     return value
+
+
+# --- reservations -------------------------------------------------------------------
+
+#: Reservation modes and their one-letter form in the scripts.
+RESERVATION_MODES: Final = {"exclusive": "x", "shared": "s"}
+
+
+@lru_cache(maxsize=4096)
+def _scope_cached(value: str) -> str:
+    return _check_text("scope", value, C.MAX_SCOPE_LENGTH)
+
+
+def scope(value: object) -> str:
+    """A reservation scope: 1-256 characters, no control characters."""
+    if type(value) is str:
+        return _scope_cached(value)
+    return _check_text("scope", value, C.MAX_SCOPE_LENGTH)
+
+
+def resource_key(name: str) -> str:
+    """The path a resource name stands for: trailing ``/`` (a directory) removed."""
+    return name.rstrip("/")
+
+
+def resource_parents(key: str) -> list[str]:
+    """The path prefixes above a resource key (``a/b/c`` -> ``a``, ``a/b``); a
+    leading ``/`` is not a prefix of its own. ``lua/lib.lua`` computes the same."""
+    return [key[:i] for i, ch in enumerate(key) if ch == "/" and i > 0]
+
+
+def overlapping(a: str, b: str) -> bool:
+    """Whether two resource keys conflict: equal, or one a path prefix of the other."""
+    if len(a) > len(b):
+        a, b = b, a
+    return a == b or b.startswith(a + "/")
+
+
+def resources(value: object) -> tuple[str, ...]:
+    """A non-empty list of distinct, non-overlapping resource names (1-512 characters,
+    no control characters, no empty path component). A lone string is refused."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise InvalidInputError(
+            "resources", f"must be a list of resource names, not {type(value).__name__}"
+        )
+    if not value:
+        raise InvalidInputError("resources", "must name at least one resource")
+    if len(value) > C.MAX_RESERVATION_RESOURCES:
+        raise InvalidInputError(
+            "resources", f"names {len(value)} resources; the limit is {C.MAX_RESERVATION_RESOURCES}"
+        )
+    names = tuple(_check_text("resources", v, C.MAX_RESOURCE_LENGTH) for v in value)
+    keys: dict[str, str] = {}
+    for name in names:
+        key = resource_key(name)
+        if not key or "//" in key:
+            raise InvalidInputError("resources", f"{name[:80]!r} has an empty path component")
+        if key in keys:
+            raise InvalidInputError("resources", f"{name[:80]!r} is named twice")
+        keys[key] = name
+    for key in keys:
+        for parent in resource_parents(key):
+            if parent in keys:
+                raise InvalidInputError(
+                    "resources", f"{keys[key][:80]!r} lies beneath {keys[parent][:80]!r}"
+                )
+    return names
+
+
+def reservation_mode(value: object) -> str:
+    """``exclusive`` or ``shared``, as the scripts' one letter."""
+    letter = RESERVATION_MODES.get(value) if isinstance(value, str) else None
+    if letter is None:
+        raise InvalidInputError("mode", "must be 'exclusive' or 'shared'")
+    return letter
+
+
+def reservation_reason(value: object) -> str:
+    """An optional reason (None or 1-512 characters)."""
+    if value is None:
+        return ""
+    return _check_text("reason", value, C.MAX_RESERVATION_REASON_LENGTH)
+
+
+def wait_seconds(value: object) -> float | None:
+    """``wait=``: None (do not wait) or 0 .. ``MAX_RESERVATION_WAIT`` seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError("wait", f"must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= C.MAX_RESERVATION_WAIT:
+        raise InvalidInputError("wait", f"must be between 0 and {C.MAX_RESERVATION_WAIT:.0f} s")
+    return float(value)
+
+
+_RESERVATION_ID_RE: Final = re.compile(r"([0-9]{1,4})\.[0-9a-f]{16}")
+
+
+def reservation_id(value: object) -> tuple[str, int]:
+    """A reservation id (``<shard>.<16 hex>``) and the shard it names."""
+    if type(value) is not str or not (match := _RESERVATION_ID_RE.fullmatch(value)):
+        raise InvalidInputError("reservation_id", f"{str(value)[:80]!r} is not a reservation id")
+    return value, int(match.group(1))

@@ -63,3 +63,79 @@ local function dead_reason(agent_key, sid, tok, foreign)
   if a[2] and tonumber(tok) < tonumber(a[2]) then return 'superseded' end
   return 'no_active_session'
 end
+
+-- Reservations (reserve, release_reservations, renew_reservation). Keys of a scope:
+-- records (hash reservation id -> JSON {a agent, s session, m 'x'|'s', r resources as
+-- given, t token, g granted ms, e deadline ms, l ttl ms, n reason}; field '#' is the
+-- scope's fencing counter), held (hash resource path -> 'x <id>' | 's <id> <id> ...'),
+-- under (hash 'a'..path / 'x'..path -> holdings / exclusive holdings strictly beneath
+-- path). Per shard: index (zset id -> deadline ms), ids (hash id -> scope\nsession).
+
+-- The path a resource name stands for (a trailing '/' marks a directory).
+local function rsv_path(name)
+  return (string.gsub(name, '/+$', ''))
+end
+
+-- The path prefixes above a path ('a/b/c' -> 'a', 'a/b'); a leading '/' is no prefix.
+local function rsv_parents(path)
+  local out, start = {}, 2
+  while true do
+    local p = string.find(path, '/', start, true)
+    if not p then return out end
+    out[#out + 1] = string.sub(path, 1, p - 1)
+    start = p + 1
+  end
+end
+
+local function rsv_overlap(a, b)
+  if #a > #b then a, b = b, a end
+  return a == b or string.sub(b, 1, #a + 1) == a .. '/'
+end
+
+-- One holding fewer beneath a path. (HMGET and HSET, not HGET and HINCRBY: the worker
+-- and admin users release reservations but may not mint tokens, see deploy/users.acl.)
+local function rsv_uncount(under_key, field)
+  local n = tonumber(redis.call('HMGET', under_key, field)[1] or '0') - 1
+  if n <= 0 then
+    redis.call('HDEL', under_key, field)
+  else
+    redis.call('HSET', under_key, field, n)
+  end
+end
+
+-- Remove reservation `id` (decoded record `r`) from a scope's keys and the shard's.
+local function rsv_drop(rec_key, held_key, under_key, idx_key, ids_key, id, r)
+  for _, name in ipairs(r.r) do
+    local path = rsv_path(name)
+    local h = redis.call('HMGET', held_key, path)[1]
+    if h then
+      local rest = {}
+      for other in string.gmatch(string.sub(h, 3), '%S+') do
+        if other ~= id then rest[#rest + 1] = other end
+      end
+      if #rest == 0 then
+        redis.call('HDEL', held_key, path)
+      else
+        redis.call('HSET', held_key, path, string.sub(h, 1, 2) .. table.concat(rest, ' '))
+      end
+    end
+    for _, parent in ipairs(rsv_parents(path)) do
+      rsv_uncount(under_key, 'a' .. parent)
+      if r.m == 'x' then rsv_uncount(under_key, 'x' .. parent) end
+    end
+  end
+  redis.call('HDEL', rec_key, id)
+  redis.call('ZREM', idx_key, id)
+  redis.call('HDEL', ids_key, id)
+end
+
+-- Audit a reservation event of record `r` (the session's fencing token goes in the
+-- event's fencing_token; the scope's token is in the metadata).
+local function rsv_audit(stream, etype, scope, id, r, ok, err, extra)
+  local meta = {scope = scope, reservation_id = id, resources = r.r,
+                mode = (r.m == 'x') and 'exclusive' or 'shared', token = r.t, deadline_ms = r.e}
+  if r.n and r.n ~= '' then meta.reason = r.n end
+  if extra then for k, v in pairs(extra) do meta[k] = v end end
+  return audit(stream, etype, r.a, r.s, sid_token(r.s), '', '', '', '', ok, err,
+               cjson.encode(meta))
+end

@@ -27,6 +27,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.failures", "coordinator.core", "coordinator.stats",
             "coordinator.gc_tuning", "coordinator.liveness", "coordinator.server",
             "coordinator.health", "coordinator.shapes",
+            "coordinator.reservations",
         ),
     ),
     (
