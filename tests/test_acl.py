@@ -153,7 +153,7 @@ def test_server_role_is_refused_the_rest(
         ("XADD", KEYS.dead_letters(0), "*", "f", "v"),
         ("SET", "coord:worker:w1", "x"),
         ("GET", "other:meta"),
-        ("HGETALL", KEYS.agent("agent-1")),
+        ("UNLINK", KEYS.agent("agent-1")),
     ):
         refused(r, *command)
     # Another namespace is out of reach: refused at connect, nothing written.
