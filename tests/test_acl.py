@@ -327,3 +327,27 @@ def test_server_and_worker_roles_on_a_cluster(
         for node in redis_server.nodes:
             with contextlib.closing(node.client()) as r:
                 r.execute_command("ACL", "DELUSER", *users)
+
+
+def test_roles_run_reservations(
+    role: Callable[..., Any], acl_server: AclRedis, ops: redis.Redis
+) -> None:
+    """The server reserves, renews and releases; the worker reaps a dead session's
+    reservations; the admin lists and releases any; none may mint a reservation but
+    the server."""
+    server = role("coordinator-server")
+    s = server.start_session("agent-1")
+    r = server.reserve("agent-1", s.session_id, "proj", ["src/", "README.md"], wait=1)
+    server.renew("agent-1", s.session_id, r.reservation_id)
+    assert server.holders("proj", "src/a.py") == [server.list_reservations("proj")[0]]
+    assert server.release("agent-1", s.session_id, r.reservation_id) is True
+    server.reserve("agent-1", s.session_id, "proj", ["src/"])
+    kept = server.reserve("agent-1", s.session_id, "other", ["x"])
+    admin = role("coordinator-admin")
+    assert len(admin.list_reservations()) == 2
+    refused_without_change(ops, lambda: admin.reserve("agent-1", s.session_id, "proj", ["docs/"]))
+    assert admin.release_reservation(kept.reservation_id, "operator test") is True
+    server.end_session("agent-1", s.session_id)
+    worker = role("coordinator-worker")
+    assert worker.reap_reservations() == 1
+    assert admin.list_reservations() == []

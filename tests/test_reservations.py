@@ -63,6 +63,7 @@ SHAPES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("same_slot", [True, False], ids=["same-slot", "cross-slot"])
 def test_conflicts_of_every_mode_and_path_shape(client: Any, same_slot: bool) -> None:
     for i, (held, held_mode, claimed, claim_mode, conflicts) in enumerate(SHAPES):
@@ -137,6 +138,7 @@ def test_fencing_tokens_strictly_increase_per_scope(client: Any) -> None:
     assert tokens == {"p": [1, 2, 3, 4], "q": [1, 2]}
 
 
+@pytest.mark.slow
 def test_release_renew_list_and_holders(client: Any, raw: redis.Redis) -> None:
     sa, sb = client.start_session("agent-a"), client.start_session("agent-b")
     r = client.reserve("agent-a", sa.session_id, "proj", ["src/"], ttl=10, reason="refactor")
@@ -167,6 +169,7 @@ def test_release_renew_list_and_holders(client: Any, raw: redis.Redis) -> None:
     assert sorted(e["error_message"] for e in released) == ["", "stuck agent"]
 
 
+@pytest.mark.single_node
 def test_renew_reservations_of_a_session(client: Any) -> None:
     session = client.start_session("agent-1")
     held = [client.reserve("agent-1", session.session_id, s, ["x"], ttl=5) for s in "abc"]
@@ -195,7 +198,7 @@ def test_a_dead_holder_never_blocks_a_claim(client: Any, raw: redis.Redis, same_
         scope = f"proj-{ending}"
         a = agent_for(scope, same_slot, f"a-{ending}")
         b = agent_for(scope, not same_slot, f"b-{ending}")
-        holder = client.start_session(a, ttl=0.2 if ending == "expire" else None)
+        holder = client.start_session(a, ttl=0.05 if ending == "expire" else None)
         claimer = client.start_session(b)
         client.reserve(a, holder.session_id, scope, ["src/"], ttl=30)
         _end(client, a, holder.session_id, ending)
@@ -220,10 +223,11 @@ def test_a_dead_holder_never_blocks_a_claim(client: Any, raw: redis.Redis, same_
             client.reserve(a, holder.session_id, "elsewhere", ["y"])
 
 
+@pytest.mark.slow
 def test_the_reaper_releases_a_dead_sessions_reservations(client: Any, raw: redis.Redis) -> None:
     for ending in ENDINGS:
         agent = f"agent-{ending}"
-        session = client.start_session(agent, ttl=0.2 if ending == "expire" else None)
+        session = client.start_session(agent, ttl=0.05 if ending == "expire" else None)
         for scope in ("p", "q", "r", "s"):
             client.reserve(agent, session.session_id, scope, [f"{agent}/x", f"{agent}/y/"], ttl=30)
         _end(client, agent, session.session_id, ending)
@@ -249,6 +253,7 @@ def test_a_lapsed_reservation_expires(client: Any, raw: redis.Redis) -> None:
     assert all(e["error_message"] == "reservation expired" for e in expired)
 
 
+@pytest.mark.single_node
 def test_request_id_makes_a_reservation_retry_safe(client: Any) -> None:
     session = client.start_session("agent-1")
     first = client.reserve("agent-1", session.session_id, "proj", ["x"], request_id="req-1")
@@ -278,6 +283,7 @@ BAD_CLAIMS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.single_node
 def test_bad_input_writes_nothing(client: Any, raw: redis.Redis) -> None:
     session = client.start_session("agent-1")
     before = snapshot(raw)
@@ -293,6 +299,7 @@ def test_bad_input_writes_nothing(client: Any, raw: redis.Redis) -> None:
     assert snapshot(raw) == before
 
 
+@pytest.mark.single_node
 def test_a_foreign_session_cannot_reserve(client: Any) -> None:
     session = client.start_session("agent-1")
     with pytest.raises(SessionLeaseExpired) as caught:
@@ -320,6 +327,7 @@ def _queued(raw: redis.Redis, count: int) -> bool:
     return bool(keys) and len([f for f in raw.hkeys(keys[0]) if f != "#"]) == count
 
 
+@pytest.mark.slow
 def test_waits_are_granted_in_arrival_order(make_client: Any, raw: redis.Redis) -> None:
     client = make_client(lease_ttl=30)
     sessions = {name: client.start_session(name).session_id for name in ("h", "w1", "w2", "s")}
@@ -348,6 +356,7 @@ def test_waits_are_granted_in_arrival_order(make_client: Any, raw: redis.Redis) 
     assert granted[0][1].fencing_token < granted[1][1].fencing_token
 
 
+@pytest.mark.slow
 def test_a_wait_that_runs_out_is_refused_and_leaves_the_queue(
     client: Any, raw: redis.Redis
 ) -> None:
@@ -358,3 +367,38 @@ def test_a_wait_that_runs_out_is_refused_and_leaves_the_queue(
     assert [h.agent_id for h in caught.value.holders] == ["agent-a"]
     assert _queued(raw, 0)
     assert len(events(raw, "reservation_refused")) == 1
+
+
+@pytest.mark.single_node
+def test_the_worker_releases_dead_sessions_reservations_and_persists_the_audit(
+    redis_url: str, tmp_path: Any
+) -> None:
+    from coordinator import Coordinator, Settings
+    from coordinator.sinks import sink_from_url
+    from coordinator.worker import EventWorker, WorkerOptions
+    from tests.helpers import RunningWorker
+
+    client = Coordinator.from_url(redis_url, namespace="test")
+    sink = sink_from_url(f"sqlite:///{tmp_path / 'events.db'}")
+    worker = EventWorker(
+        Settings.from_url(redis_url, namespace="test"),
+        sink,
+        WorkerOptions(reap_interval=0.1, block_ms=50),
+    )
+    with RunningWorker(worker):
+        ended = client.start_session("agent-ended")
+        superseded = client.start_session("agent-superseded")
+        lapsing = client.start_session("agent-lapsing")
+        for scope in ("p", "q"):
+            client.reserve("agent-ended", ended.session_id, scope, ["a"])
+            client.reserve("agent-superseded", superseded.session_id, scope, ["b"])
+        client.reserve("agent-lapsing", lapsing.session_id, "p", ["c"], ttl=0.1)
+        client.end_session("agent-ended", ended.session_id)
+        client.start_session("agent-superseded")
+        wait_until(lambda: client.list_reservations() == [])
+        wait_until(lambda: sink.count("test", event_type="reservation_released") == 4)
+        wait_until(lambda: sink.count("test", event_type="reservation_expired") == 1)
+        assert sink.count("test", event_type="reservation_granted") == 5
+        assert sink.count("test", event_type="audit_anomaly") == 0
+    assert worker.metrics.reservations_reaped == 5
+    client.close()

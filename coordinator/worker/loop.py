@@ -172,6 +172,7 @@ class EventWorker:
             background.append(asyncio.ensure_future(self._maintain()))
             if self.options.reap_interval:
                 background.append(asyncio.ensure_future(self._reaper()))
+                background.append(asyncio.ensure_future(self._reservation_reaper()))
         try:
             with fewer_collections():
                 await self._loop()
@@ -577,6 +578,7 @@ class EventWorker:
             due["reap"] = now + self.options.reap_interval
             try:
                 self.metrics.reaped += await self.coordinator.cleanup_expired_sessions()
+                self.metrics.reservations_reaped += await self.coordinator.reap_reservations()
             except RedisOutOfMemory as exc:  # an expiry's audit event is a write
                 self._log_outage("reaping (out of memory)", exc)
         if now >= due["trim"]:
@@ -604,6 +606,25 @@ class EventWorker:
             cap = self.options.reap_interval
             # +1 ms: Redis expires a key once its clock is past the deadline, not at it.
             await self._pause(cap if wait is None else min(cap, wait + 0.001))
+
+    async def _reservation_reaper(self) -> None:
+        """Every ``reap_interval``: release lapsed reservations and those of sessions
+        that ended, expired, were revoked or superseded (a reservation lives in its
+        scope's slot, the session in its agent's: no script can see both on a cluster)."""
+        operations, attempt = self.coordinator.operations, 0
+        while not self.stopping:
+            if self._client is None:
+                await self._pause(0.05)
+                continue
+            try:
+                released = await self.coordinator.execute(operations.reservations.reap())
+            except (CoordinatorUnavailable, RedisError, RedisClusterException, OSError):
+                attempt += 1
+                await self._pause(self._backoff(attempt))
+                continue
+            attempt = 0
+            self.metrics.reservations_reaped += released
+            await self._pause(self.options.reap_interval)
 
     async def _beat(self) -> None:
         value = json.dumps(

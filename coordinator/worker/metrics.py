@@ -60,6 +60,8 @@ class WorkerMetrics:
     dead_lettered: int = 0
     reclaimed: int = 0
     reaped: int = 0
+    #: Reservations released because they lapsed or their session died.
+    reservations_reaped: int = 0
     anomalies: int = 0
     batches: int = 0
     sink_errors: int = 0
@@ -85,6 +87,7 @@ class WorkerMetrics:
             "dead_lettered": self.dead_lettered,
             "reclaimed": self.reclaimed,
             "reaped": self.reaped,
+            "reservations_reaped": self.reservations_reaped,
             "anomalies": self.anomalies,
             "batches": self.batches,
             "pending": self.pending,
@@ -118,6 +121,11 @@ class WorkerMetrics:
             counter("events_dead_lettered", "Entries moved to dead letters.", self.dead_lettered),
             counter("events_reclaimed", "Entries claimed from idle consumers.", self.reclaimed),
             counter("sessions_reaped", "Expired sessions turned into events.", self.reaped),
+            counter(
+                "reservations_reaped",
+                "Reservations released as lapsed or of a dead session.",
+                self.reservations_reaped,
+            ),
             counter("audit_anomalies", "Version or fencing regressions seen.", self.anomalies),
             counter("sink_errors", "Failed sink writes (outages, retried).", self.sink_errors),
             counter("redis_errors", "Failed Redis calls (retried).", self.redis_errors),

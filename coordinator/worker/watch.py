@@ -29,6 +29,16 @@ _VERSIONED: Final = frozenset(
     }
 )
 _STARTED: Final = EventType.SESSION_STARTED.value
+#: Reservation events live in the stream of their scope's shard, not their agent's:
+#: they are not ordered with the agent's other events, so the watch skips them.
+_SCOPED: Final = frozenset(
+    {
+        EventType.RESERVATION_GRANTED.value,
+        EventType.RESERVATION_REFUSED.value,
+        EventType.RESERVATION_RELEASED.value,
+        EventType.RESERVATION_EXPIRED.value,
+    }
+)
 
 
 @dataclass
@@ -50,7 +60,7 @@ class RegressionWatch:
         seen = self.seen
         get = seen.get
         for row in rows:
-            if not row[12]:  # rejected attempts change nothing
+            if not row[12] or row[7] in _SCOPED:  # rejected attempts change nothing
                 continue
             agent, etype, token = row[5], row[7], row[15]
             version = row[11] if etype in _VERSIONED else None
