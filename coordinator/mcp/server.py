@@ -29,6 +29,7 @@ from coordinator.liveness import LeaseState
 from coordinator.mcp.holder import SessionHolder
 from coordinator.mcp.schemas import ErrorBody, ToolOutput, project_output
 from coordinator.mcp.tools import TOOLS, ToolContext, ToolSpec, error_body
+from coordinator.mcp.transport import pipe_streams
 from coordinator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class CoordinatorMCP:
     async def run(self) -> None:
         """Serve stdin/stdout until the client disconnects, then let the session go."""
         try:
-            async with stdio_server() as (read, write):
+            async with pipe_streams() as pipes, stdio_server(*(pipes or ())) as (read, write):
                 await self.server.run(read, write, self.server.create_initialization_options())
         finally:
             if self._auto_start is not None:
