@@ -71,10 +71,14 @@ MAX_RESERVATION_WAIT: Final = 3600.0
 # Every per-agent key is ``{<namespace>:<shard>}:<part>:<agent_id>``; the braces are a
 # Redis Cluster hash tag, so an agent's keys and its shard's stream share one slot.
 
-#: Lease hash (native TTL): sid, tok, start, hb, exp, ttl, meta.
+#: Lease hash (native TTL): sid, start, hb, exp, ttl, meta.
 KEY_LEASE: Final = "lease"
-#: Agent hash (no TTL): fencing counter, latest session and status, project record.
+#: Agent hash (no TTL): latest session and status, project record.
 KEY_AGENT: Final = "agent"
+#: Fencing counter of an agent (no TTL), a key of its own so that ACLs can allow ``INCR``
+#: on it and nothing else: tokens only ever increase (key schema 2; schema 1 kept it in
+#: the agent hash, see ``coordinator upgrade-keys``).
+KEY_FENCE: Final = "fence"
 #: Sorted set of agents with a lease, scored by deadline (ms); drives reaping and listings.
 KEY_LEASE_INDEX: Final = "leases"
 #: Audit stream of the shard.
@@ -108,7 +112,8 @@ KEY_RESERVATION_REQUEST: Final = "rsvreq"
 DEFAULT_CONSUMER_GROUP: Final = "coordinator"
 
 #: Schema version recorded with the shard count; bumped on incompatible key changes.
-KEY_SCHEMA_VERSION: Final = 1
+#: 2: the fencing counter moved from the agent hash's ``tok`` field to its own key.
+KEY_SCHEMA_VERSION: Final = 2
 
 #: Longest ``error_message`` of an application event (``compat.log_agent_event``).
 MAX_ERROR_MESSAGE_LENGTH: Final = 2048

@@ -190,7 +190,7 @@ class CoordinatorCore:
         keys = self.keys.agent_keys(agent)
         call = Script(
             "start_session",
-            keys.script_keys,
+            keys.fenced_keys,
             (agent, nonce, ttl_ms, "1" if exclusive else "0", meta),
         )
 
@@ -216,7 +216,7 @@ class CoordinatorCore:
         keys = self.keys.agent_keys(agent)
         new_ttl = "" if ttl is None else self._ttl_ms(ttl)
         call = Script(
-            "heartbeat", keys.script_keys, (agent, session_id, token, new_ttl), retry=True
+            "heartbeat", keys.fenced_keys, (agent, session_id, token, new_ttl), retry=True
         )
 
         def decode(reply: Any) -> Session:
@@ -259,7 +259,7 @@ class CoordinatorCore:
         agent = validation.agent_id(agent_id)
         project = validation.project_name(project_name)
         owner, token = validation.session_id(session_id)
-        keys = self.keys.agent_keys(agent).script_keys
+        keys = self.keys.agent_keys(agent).fenced_keys
         args = (agent, session_id, token, project or "", "1" if owner != agent else "0")
         return agent, project, token, keys, args
 

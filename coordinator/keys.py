@@ -5,7 +5,8 @@ shard carry the hash tag ``{<namespace>:<shard>}``, so every script touches one
 hash slot and runs unchanged on Redis Cluster::
 
     {coord:3}:lease:agent-1     lease hash with a native TTL
-    {coord:3}:agent:agent-1     fencing counter, latest session, project record
+    {coord:3}:agent:agent-1     latest session, project record
+    {coord:3}:fence:agent-1     fencing counter (written only by INCR)
     {coord:3}:leases            sorted set agent -> lease deadline (ms)
     {coord:3}:events            audit stream of shard 3
     {coord:3}:dead              dead-letter stream of shard 3
@@ -38,10 +39,16 @@ class AgentKeys:
     agent: str
     index: str
     stream: str
+    fence: str
 
     @property
     def script_keys(self) -> tuple[str, str, str, str]:
         return (self.lease, self.agent, self.index, self.stream)
+
+    @property
+    def fenced_keys(self) -> tuple[str, str, str, str, str]:
+        """``script_keys`` and the fencing counter (scripts that mint or check tokens)."""
+        return (self.lease, self.agent, self.index, self.stream, self.fence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class KeySpace:
             agent=f"{tag}:{C.KEY_AGENT}:{agent_id}",
             index=f"{tag}:{C.KEY_LEASE_INDEX}",
             stream=f"{tag}:{C.KEY_EVENTS}",
+            fence=f"{tag}:{C.KEY_FENCE}:{agent_id}",
         )
 
     def lease(self, agent_id: str) -> str:
@@ -106,6 +114,9 @@ class KeySpace:
 
     def agent(self, agent_id: str) -> str:
         return self.agent_keys(agent_id).agent
+
+    def fence(self, agent_id: str) -> str:
+        return self.agent_keys(agent_id).fence
 
     def lease_in(self, shard: int, agent_id: str) -> str:
         """Lease key of an agent known to live in ``shard`` (listings: no hashing)."""

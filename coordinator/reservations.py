@@ -171,7 +171,7 @@ class ReservationCore:
         keys: tuple[str, ...] = sk.script_keys
         if in_slot:
             ak = self.keys.agent_keys(agent)
-            keys += (ak.lease, ak.agent)
+            keys += (ak.lease, ak.agent, ak.fence)
         fingerprint, req_ttl = "", ""
         if rid_request is not None:
             keys += (self.keys.reservation_request(scope, agent, rid_request),)
@@ -375,7 +375,7 @@ class ReservationCore:
         keys: tuple[str, ...] = (sk.records, sk.index)
         if in_slot:
             ak = self.keys.agent_keys(agent)
-            keys += (ak.lease, ak.agent)
+            keys += (ak.lease, ak.agent, ak.fence)
         reply = yield Script(
             "renew_reservation", keys, (rid, sid, ttl_arg, "1" if in_slot else "0"), retry=True
         )

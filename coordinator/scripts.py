@@ -29,6 +29,7 @@ SCRIPT_NAMES: Final = (
     "reserve",
     "release_reservations",
     "renew_reservation",
+    "upgrade_fence",
 )
 _LIBRARY: Final = "lib"
 

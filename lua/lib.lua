@@ -1,11 +1,13 @@
 -- lib.lua: helpers prepended to every operation script by coordinator/scripts.py.
 -- It declares no keys of its own: each helper takes key names its caller read from KEYS.
 --
--- Agent hash fields: tok (fencing counter), sid (latest session), st (status of the
--- latest session: a=active e=ended r=revoked x=expired), p (project, '' = cleared),
+-- Agent hash fields: sid (latest session), st (status of the latest session: a=active
+-- e=ended r=revoked; a lapsed lease leaves 'a', which reads as expired), p (project, '' = cleared),
 -- v (version), ps (session of the last write), pe (stream id of its audit event, whose
 -- millisecond part is the write's server time). The writer's fencing token is part of ps.
 -- Lease hash fields: sid, start, hb, exp (deadline ms), ttl (ms), meta.
+-- The fencing counter is a key of its own ({ns:shard}:fence:<agent>), written only by
+-- INCR, so an ACL can let a role mint tokens without letting it lower the counter.
 
 -- Server clock in milliseconds.
 local function server_ms()
@@ -39,11 +41,12 @@ local function reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   if redis.call('EXISTS', lease_key) == 1 then return 0 end
   if not redis.call('ZSCORE', index_key, agent) then return 0 end
   -- The token comes from the expired session's id: start_session has already minted
-  -- the next token into 'tok' when it reaps here.
+  -- the next token when it reaps here.
   -- (HMGET, not HGET: the worker's ACL user reaps but has no HGET, see deploy/README.md)
+  -- Reaping writes nothing to the agent hash (its status 'a' with no lease reads as
+  -- expired), so the worker's ACL needs no write access to project records.
   local sid = redis.call('HMGET', agent_key, 'sid')[1]
   redis.call('ZREM', index_key, agent)
-  redis.call('HSET', agent_key, 'st', 'x')
   audit(stream, 'session_expired', agent, sid or '', sid and sid_token(sid) or '', '', '', '',
         '', '1', 'lease expired', '')
   return 1
@@ -52,15 +55,16 @@ end
 -- Why session `sid` (token `tok`) may not act for the agent. Only called when `sid`
 -- is not the agent's live lease. `foreign` is '1' when the session belongs to
 -- another agent.
-local function dead_reason(agent_key, sid, tok, foreign)
+local function dead_reason(agent_key, fence_key, sid, tok, foreign)
   if foreign == '1' then return 'session_mismatch' end
-  local a = redis.call('HMGET', agent_key, 'sid', 'tok', 'st')
+  local a = redis.call('HMGET', agent_key, 'sid', 'st')
   if a[1] == sid then
-    if a[3] == 'r' then return 'revoked' end
-    if a[3] == 'e' then return 'no_active_session' end
+    if a[2] == 'r' then return 'revoked' end
+    if a[2] == 'e' then return 'no_active_session' end
     return 'expired'
   end
-  if a[2] and tonumber(tok) < tonumber(a[2]) then return 'superseded' end
+  local fence = redis.call('GET', fence_key)
+  if fence and tonumber(tok) < tonumber(fence) then return 'superseded' end
   return 'no_active_session'
 end
 

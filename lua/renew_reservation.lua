@@ -3,11 +3,12 @@
 --
 -- KEYS[1] records of the scope      ({ns:shard}:rsv:<scope>)
 -- KEYS[2] reservation index         ({ns:shard}:rsvidx)
--- KEYS[3], KEYS[4] lease and agent hash of the agent, when ARGV[4] is '1' (same slot)
+-- KEYS[3], KEYS[4], KEYS[5] lease hash, agent hash and fencing counter of the agent,
+--         when ARGV[4] is '1' (same slot)
 -- ARGV[1] reservation id
 -- ARGV[2] session id (must hold it)
 -- ARGV[3] ttl in ms ('' = the reservation's own ttl)
--- ARGV[4] '1' = check the session's lease here (KEYS[3], KEYS[4])
+-- ARGV[4] '1' = check the session's lease here (KEYS[3] to KEYS[5])
 --
 -- Returns
 --   {0, token, granted_ms, deadline_ms, ttl_ms, record_json}   renewed
@@ -17,7 +18,7 @@ local rec_key, idx_key = KEYS[1], KEYS[2]
 local id, sid, ttl, in_slot = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 if in_slot == '1' and redis.call('HGET', KEYS[3], 'sid') ~= sid then
-  return {2, dead_reason(KEYS[4], sid, sid_token(sid), '0')}
+  return {2, dead_reason(KEYS[4], KEYS[5], sid, sid_token(sid), '0')}
 end
 local raw = redis.call('HGET', rec_key, id)
 if not raw then return {8} end

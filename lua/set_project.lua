@@ -6,14 +6,15 @@
 -- KEYS[2] agent hash                  ({ns:shard}:agent:<agent>)
 -- KEYS[3] lease index of the shard    ({ns:shard}:leases)
 -- KEYS[4] audit stream of the shard   ({ns:shard}:events)
--- KEYS[5] optional request record     ({ns:shard}:req:<request id>:<agent>)
+-- KEYS[5] fencing counter of the agent ({ns:shard}:fence:<agent>)
+-- KEYS[6] optional request record     ({ns:shard}:req:<request id>:<agent>)
 -- ARGV[1] agent id
 -- ARGV[2] session id
 -- ARGV[3] fencing token of the session
 -- ARGV[4] project name ('' = clear the project)
 -- ARGV[5] '1' when the session id belongs to another agent
 -- ARGV[6] expected version ('' = unconditional; '0' = only if the agent has no record)
--- ARGV[7] request record TTL in milliseconds (with KEYS[5])
+-- ARGV[7] request record TTL in milliseconds (with KEYS[6])
 --
 -- Returns (a repeated request id returns the first reply, with strings for numbers)
 --   {0, version, event_id}                                      written
@@ -22,7 +23,8 @@
 --   {2, reason}        lease check failed: no_active_session | session_mismatch |
 --                      expired | revoked | superseded
 --   {4}                the request id was used before with other arguments
-local lease_key, agent_key, index_key, stream, req_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lease_key, agent_key, index_key, stream, fence_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local req_key = KEYS[6]
 local agent, sid, tok, project, foreign, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
 local fingerprint
@@ -42,7 +44,7 @@ if live ~= sid or foreign == '1' then
   if not live then
     reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   end
-  local reason = dead_reason(agent_key, sid, tok, foreign)
+  local reason = dead_reason(agent_key, fence_key, sid, tok, foreign)
   local rec = redis.call('HMGET', agent_key, 'p', 'v')
   audit(stream, 'write_rejected', agent, sid, tok, rec[1] or '', project, expected,
         rec[2] or '0', '0', reason, '')

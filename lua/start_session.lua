@@ -5,6 +5,7 @@
 -- KEYS[2] agent hash                  ({ns:shard}:agent:<agent>)
 -- KEYS[3] lease index of the shard    ({ns:shard}:leases)
 -- KEYS[4] audit stream of the shard   ({ns:shard}:events)
+-- KEYS[5] fencing counter of the agent ({ns:shard}:fence:<agent>)
 -- ARGV[1] agent id
 -- ARGV[2] nonce (16 hex characters) that makes the session id unguessable
 -- ARGV[3] lease TTL in milliseconds
@@ -14,7 +15,7 @@
 -- Returns
 --   {0, token, now_ms, deadline_ms}   started; the session id is '<token>-<nonce>@<agent>'
 --   {3, deadline_ms}                  exclusive and a live session exists (audited)
-local lease_key, agent_key, index_key, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lease_key, agent_key, index_key, stream, fence_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local agent, nonce, ttl, exclusive, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
 local live = redis.call('HMGET', lease_key, 'sid', 'exp')
@@ -24,10 +25,10 @@ if live[1] and exclusive == '1' then
   return {3, tonumber(live[2])}
 end
 
--- Minting the token is the first write, so a caller whose ACL lacks HINCRBY (the
--- worker and admin users) is refused before anything changed (Redis does not roll a
--- script back when a command inside it is refused).
-local token = int(redis.call('HINCRBY', agent_key, 'tok', 1))
+-- Minting the token is the first write, so a caller whose ACL lacks INCR on the fence
+-- (the worker and admin users) is refused before anything changed (Redis does not roll
+-- a script back when a command inside it is refused).
+local token = int(redis.call('INCR', fence_key))
 if live[1] then
   audit(stream, 'session_superseded', agent, live[1], sid_token(live[1]), '', '', '', '', '1',
         'superseded by a new session', '')

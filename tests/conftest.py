@@ -26,7 +26,6 @@ import redis
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
 from coordinator.local.cluster import EmbeddedCluster
 from tests.helpers import (
-    ACL_FILE,
     BINARIES,
     CLUSTER,
     FULL_MATRIX,
@@ -34,6 +33,7 @@ from tests.helpers import (
     SLOW_SERVERS,
     AclRedis,
     AsyncAsSync,
+    acl_file_for,
     acl_with_passwords,
     crossslot_errors,
     postgres_reachable,
@@ -198,7 +198,7 @@ def acl_server(
 ) -> Iterator[AclRedis]:
     folder = tmp_path_factory.mktemp("acl")
     aclfile = folder / "users.acl"
-    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
+    aclfile.write_text(acl_with_passwords(acl_file_for(redis_server.binary).read_text()))
     server = AclRedis(
         folder / "data",
         port=0,

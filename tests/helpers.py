@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import inspect
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,6 +202,13 @@ def postgres_reachable() -> str | None:
 # --- the shipped ACL file -----------------------------------------------------------------
 
 ACL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.acl"
+#: The best Redis 6.2 allows (no selectors, no read/write key permissions).
+ACL_FILE_REDIS6 = ACL_FILE.with_name("users-redis6.acl")
+
+
+def acl_file_for(binary: Path) -> Path:
+    """The shipped ACL file for a server: ``users.acl`` from Redis 7 (and Valkey) on."""
+    return ACL_FILE if server_version(binary) >= (7, 0) else ACL_FILE_REDIS6
 #: redis-py retries a failed AUTH with backoff by default: these tests expect failures.
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -220,13 +228,14 @@ def acl_with_passwords(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def acl_rules() -> dict[str, list[str]]:
-    """Each user line of the shipped file as ACL SETUSER arguments."""
-    return {
-        line.split()[1]: line.split()[2:]
-        for line in ACL_FILE.read_text().splitlines()
-        if line.startswith("user ")
-    }
+def acl_rules(path: Path = ACL_FILE) -> dict[str, list[str]]:
+    """Each user line of a shipped file as ACL SETUSER arguments (a selector, which
+    holds spaces inside its parentheses, is one argument)."""
+    rules = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("user "):
+            rules[line.split()[1]] = re.findall(r"\([^)]*\)|\S+", line)[2:]
+    return rules
 
 
 class AclRedis(EmbeddedRedis):

@@ -22,9 +22,9 @@ from coordinator import AccessDenied, Coordinator, EmbeddedRedis
 from coordinator.keys import KeySpace
 from coordinator.local.cluster import EmbeddedCluster
 from tests.helpers import (
-    ACL_FILE,
     NO_RETRY,
     AclRedis,
+    acl_file_for,
     acl_rules,
     as_user,
     password,
@@ -89,7 +89,7 @@ def test_the_shipped_file_loads_and_lets_nobody_in(
     # shipped users, so the harness logs in as itself).
     aclfile = tmp_path / "users.acl"
     harness = "user harness on #" + hashlib.sha256(password("ops").encode()).hexdigest()
-    aclfile.write_text(ACL_FILE.read_text() + harness + " ~* &* +@all\n")
+    aclfile.write_text(acl_file_for(redis_server.binary).read_text() + harness + " ~* &* +@all\n")
 
     class Harness(AclRedis):
         def client(self, **kwargs: Any) -> redis.Redis:
@@ -282,7 +282,7 @@ def test_server_and_worker_roles_on_a_cluster(
     redis_server: EmbeddedCluster, raw: redis.RedisCluster
 ) -> None:
     # The rules need nothing more on a cluster (discovery: CLUSTER SLOTS/SHARDS, COMMAND).
-    rules = acl_rules()
+    rules = acl_rules(acl_file_for(redis_server.nodes[0].binary))
     users = ["coordinator-server", "coordinator-worker"]
     for node in redis_server.nodes:
         with contextlib.closing(node.client()) as r:

@@ -13,7 +13,7 @@ import redis
 
 from coordinator import Coordinator, EmbeddedRedis
 from coordinator.processes import free_port
-from tests.helpers import ACL_FILE, AclRedis, acl_with_passwords, password
+from tests.helpers import AclRedis, acl_file_for, acl_with_passwords, password
 
 CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis.conf"
 #: Directives the test replaces (paths and ports of the throwaway server).
@@ -54,7 +54,7 @@ class ConfRedis(AclRedis):
 @pytest.fixture
 def conf_server(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[ConfRedis]:
     aclfile = tmp_path / "users.acl"
-    aclfile.write_text(acl_with_passwords(ACL_FILE.read_text()))
+    aclfile.write_text(acl_with_passwords(acl_file_for(redis_server.binary).read_text()))
     server = ConfRedis(tmp_path / "data", CONF, aclfile, binary=redis_server.binary)
     with server:
         yield server

@@ -35,7 +35,7 @@ from coordinator import constants as C
 from coordinator.cli.main import cli
 from coordinator.processes import free_port
 from coordinator.settings import _ENV_NAMES, Settings
-from tests.helpers import NO_RETRY, acl_rules, password, wait_until
+from tests.helpers import NO_RETRY, acl_file_for, acl_rules, password, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -490,7 +490,7 @@ def compose_redis(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[int]:
     env = {
         "PATH": f"{Path(redis_server.binary).parent}{os.pathsep}{os.environ['PATH']}",
         "REDIS_CONF": str(DEPLOY / "redis.conf"),
-        "ACL_SOURCE": str(DEPLOY / "users.acl"),
+        "ACL_SOURCE": str(acl_file_for(redis_server.binary)),
         "ACL_TARGET": str(data / "users.acl"),
         "REDIS_DATA_DIR": str(data),
         **{

@@ -45,6 +45,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "coordinator.compat", "coordinator.migrate", "coordinator.verify", "coordinator.mcp",
             "coordinator.web",
+            "coordinator.upgrade",
         ),
     ),
     ("command line", ("coordinator.cli", "coordinator.__main__")),

@@ -14,6 +14,7 @@ from coordinator.cli import (
     reap,
     stack,
     status,
+    upgrade,
     verify,
     web,
     worker,
@@ -36,6 +37,7 @@ cli.add_command(migrate.migrate_command)
 cli.add_command(verify.verify_command)
 cli.add_command(mcp.mcp_command)
 cli.add_command(web.web_command)
+cli.add_command(upgrade.upgrade_command)
 
 
 def main() -> None:
