@@ -33,7 +33,7 @@ def schema_one(raw: redis.Redis) -> None:
 
 def test_fence_key_of_keeps_the_agent_id() -> None:
     assert fence_key_of(KEYS.agent("a:b}c")) == KEYS.fence("a:b}c")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an agent key"):
         fence_key_of("{test:1}:lease:a")
 
 
