@@ -209,6 +209,8 @@ ACL_FILE_REDIS6 = ACL_FILE.with_name("users-redis6.acl")
 def acl_file_for(binary: Path) -> Path:
     """The shipped ACL file for a server: ``users.acl`` from Redis 7 (and Valkey) on."""
     return ACL_FILE if server_version(binary) >= (7, 0) else ACL_FILE_REDIS6
+
+
 #: redis-py retries a failed AUTH with backoff by default: these tests expect failures.
 NO_RETRY = Retry(NoBackoff(), 0)
 
