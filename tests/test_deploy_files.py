@@ -487,10 +487,13 @@ def compose_redis(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[int]:
     port = free_port()
     data = tmp_path / "data"
     data.mkdir()
+    path = f"{Path(redis_server.binary).parent}{os.pathsep}{os.environ['PATH']}"
+    # The entrypoint runs whatever redis-server is on PATH (Valkey's folder has none).
+    binary = Path(shutil.which("redis-server", path=path) or redis_server.binary)
     env = {
-        "PATH": f"{Path(redis_server.binary).parent}{os.pathsep}{os.environ['PATH']}",
+        "PATH": path,
         "REDIS_CONF": str(DEPLOY / "redis.conf"),
-        "ACL_SOURCE": str(acl_file_for(redis_server.binary)),
+        "ACL_SOURCE": str(acl_file_for(binary)),
         "ACL_TARGET": str(data / "users.acl"),
         "REDIS_DATA_DIR": str(data),
         **{
