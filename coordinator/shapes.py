@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from coordinator.errors import InvalidInputError
-from coordinator.models import AgentEvent, AgentProject, Lease
+from coordinator.models import AgentEvent, AgentProject, Lease, Reservation
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -50,6 +50,24 @@ def lease_json(lease: Lease, record: AgentProject | None, now: datetime) -> dict
         "project_name": record.project_name if record else None,
         "project_version": record.version if record else None,
         "metadata": lease.metadata,
+    }
+
+
+def reservation_json(reservation: Reservation, now: datetime) -> dict[str, Any]:
+    """``coordinator reservations --json`` (one item) and ``lease show --json``."""
+    return {
+        "reservation_id": reservation.reservation_id,
+        "scope": reservation.scope,
+        "resources": reservation.resources,
+        "mode": reservation.mode,
+        "fencing_token": reservation.fencing_token,
+        "agent_id": reservation.agent_id,
+        "session_id": reservation.session_id,
+        "granted_at": iso(reservation.granted_at),
+        "expires_at": iso(reservation.expires_at),
+        "expires_in_seconds": round((reservation.expires_at - now).total_seconds(), 3),
+        "ttl_seconds": reservation.ttl,
+        "reason": reservation.reason,
     }
 
 

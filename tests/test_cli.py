@@ -282,6 +282,7 @@ STATUS_FIELDS = {
     # what the server says about itself (issue 18)
     "maxmemory_policy", "eviction_safe", "used_memory", "maxmemory", "aof_enabled",
     "appendfsync", "rdb_save", "persistent", "servers", "warnings",
+    "reservations",  # issue 15
 }  # fmt: skip
 STREAM_FIELDS = {
     "shard", "stream", "length", "group", "consumers", "last_delivered_id", "lag", "lag_exact",
@@ -393,7 +394,8 @@ def test_json_field_names_are_the_documented_ones(run: Any, coord: Any) -> None:
     coord.set_current_project("agent-a", "p", s.session_id)
     [lease] = json.loads(ok(run("leases", "--json")).stdout)
     assert set(lease) == LEASE_FIELDS
-    assert set(json.loads(ok(run("lease", "show", "agent-a", "--json")).stdout)) == LEASE_FIELDS
+    shown = json.loads(ok(run("lease", "show", "agent-a", "--json")).stdout)
+    assert set(shown) == LEASE_FIELDS | {"reservations"}
     assert set(json.loads(ok(run("project", "get", "agent-a", "--json")).stdout)) == PROJECT_FIELDS
     written = run("project", "set", "agent-a", "q", "--session", s.session_id, "--json")
     assert set(json.loads(ok(written).stdout)) == PROJECT_FIELDS

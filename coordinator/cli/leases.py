@@ -20,6 +20,7 @@ from coordinator.cli.output import (
 )
 from coordinator.client import Coordinator
 from coordinator.models import AgentProject, Lease
+from coordinator.shapes import reservation_json
 
 
 def _pages(
@@ -74,14 +75,16 @@ def lease_group() -> None:
 @click.pass_obj
 @handles_errors
 def show_command(state: CliState, agent: str, as_json: bool) -> None:
-    """Show AGENT's live lease and its project record."""
+    """Show AGENT's live lease, its project record and its session's reservations."""
     client = state.client()
     now = client.server_time()
     found = client.list_leases(agent)
     if not found:
         raise click.ClickException(f"agent {agent!r} has no live session")
     lease, record = found[0], client.get_current_project(agent)
+    held = [r for r in client.list_reservations(agent_id=agent) if r.session_id == lease.session_id]
     data = lease_json(lease, record, now)
+    data["reservations"] = [reservation_json(r, now) for r in held]
     if as_json:
         emit_json(data)
         return
@@ -103,6 +106,15 @@ def show_command(state: CliState, agent: str, as_json: bool) -> None:
         ("project", (record.project_name or "(cleared)") if record else "(none)"),
         ("version", str(record.version) if record else "-"),
         ("metadata", "" if lease.metadata is None else str(lease.metadata)),
+        *(
+            (
+                "reservation",
+                f"{r.scope}: {', '.join(r.resources)} ({r.mode}, token {r.fencing_token}, "
+                f"expires in {duration((r.expires_at - now).total_seconds())}, "
+                f"{r.reservation_id})",
+            )
+            for r in held
+        ),
     ]
     emit_table([list(r) for r in rows], ("FIELD", "VALUE"), header=False)
 

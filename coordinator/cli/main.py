@@ -12,6 +12,7 @@ from coordinator.cli import (
     migrate,
     projects,
     reap,
+    reservations,
     stack,
     status,
     upgrade,
@@ -38,6 +39,8 @@ cli.add_command(verify.verify_command)
 cli.add_command(mcp.mcp_command)
 cli.add_command(web.web_command)
 cli.add_command(upgrade.upgrade_command)
+cli.add_command(reservations.reservations_command)
+cli.add_command(reservations.reservation_group)
 
 
 def main() -> None:

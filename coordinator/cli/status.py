@@ -30,11 +30,14 @@ def status_command(state: CliState, as_json: bool, all_shards: bool) -> None:
     policy, persistence off, memory near maxmemory, no live worker or dead letters;
     `coordinator health` turns these into an exit status.
     """
-    stats = state.diagnostic_client().stats()
+    client = state.diagnostic_client()
+    stats = client.stats()
+    held = client.list_reservations()
+    reservations = {"held": len(held), "scopes": len({r.scope for r in held})}
     if as_json:
-        emit_json(stats.to_json())
+        emit_json({**stats.to_json(), "reservations": reservations})
     else:
-        _print(stats, all_shards)
+        _print(stats, all_shards, reservations)
     for warning in stats.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not stats.workers:
@@ -57,7 +60,7 @@ def _server(stats: NamespaceStats) -> str:
     return f"{kinds} {stats.server_version}"
 
 
-def _print(stats: NamespaceStats, all_shards: bool) -> None:
+def _print(stats: NamespaceStats, all_shards: bool, reservations: dict[str, int]) -> None:
     replicas = "" if stats.replicas is None else f", {stats.replicas} replica(s)"
     nodes = f", {stats.redis_nodes} primaries" if stats.redis_mode == "cluster" else ""
     oldest = stats.oldest_pending_age
@@ -80,6 +83,10 @@ def _print(stats: NamespaceStats, all_shards: bool) -> None:
             + f", {stats.dead_letters} dead letters",
         ),
         ("workers", _workers(stats)),
+        (
+            "reservations",
+            f"{reservations['held']} held in {reservations['scopes']} scope(s)",
+        ),
     ]
     emit_table([list(r) for r in rows], ("FIELD", "VALUE"), header=False)
     shown = [s for s in stats.streams if all_shards or _busy(s)]
