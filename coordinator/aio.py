@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from asyncio import Lock, sleep, to_thread
+from asyncio import Lock, get_running_loop, sleep, to_thread
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
@@ -42,6 +42,7 @@ from coordinator.errors import CoordinatorError, ReplicationTimeout
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import AsyncKeepAlive
 from coordinator.keys import KeySpace
+from coordinator.loops import UNBOUND, LoopLink, close_with_loop, discard
 from coordinator.models import AgentEvent, AgentProject, Lease, Reservation, Session
 from coordinator.pipelining import AutoPipeline
 from coordinator.scripts import sources
@@ -80,19 +81,19 @@ class AsyncCoordinator:
             settings = Settings(**{**dict(settings), **overrides})
         self.settings = settings
         self._core = CoordinatorCore(settings)
-        self._client: AsyncRedisClient | None = None
         # A caller-supplied client (decode_responses=True, no automatic retries) is
         # used as is and never closed by us: whoever made it owns it.
         self._supplied = redis_client
         self._scripts: dict[str, Any] = {}
-        self._lock = Lock()
         self._rng = random.Random()
         #: Durability mode: every script is followed by WAIT on its connection.
         self._durable = settings.wait_replicas > 0
-        #: Durability mode on a cluster: direct clients of the masters, by address.
-        self._nodes: dict[tuple[str, int], AsyncRedisClient] = {}
-        #: How the hot path sends EVALSHA: the client itself, or an auto-pipeline over it.
-        self._send: Any = None
+        #: The connections of each event loop that uses this object (a connection
+        #: belongs to the loop that opened it: see coordinator.loops), by loop.
+        self._links: dict[Any, LoopLink[AsyncRedisClient]] = {}
+        #: (loop, client, send) of the last call, read at once by the hot path; ``send``
+        #: sends its EVALSHA: the client itself, or an auto-pipeline over it.
+        self._bound: tuple[Any, Any, Any] = (UNBOUND, None, None)
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
@@ -124,15 +125,16 @@ class AsyncCoordinator:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connections. The object may be used again (it reconnects)."""
-        client, self._client = self._client, None
-        if client is not None and client is not self._supplied:
-            await client.aclose()
-            for sentinel in sentinels_of(client):
-                await sentinel.aclose()
-        nodes, self._nodes = self._nodes, {}
-        for node in nodes.values():
-            await node.aclose()
+        """Close the connections (of every event loop that used this object). The
+        object may be used again (it reconnects)."""
+        here = get_running_loop()
+        links, self._links = self._links, {}
+        self._bound = (UNBOUND, None, None)
+        for link in links.values():
+            if link.loop is here:
+                await self._close_link(link)
+            else:
+                discard(link, self._close_link)
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.close()
@@ -391,32 +393,75 @@ class AsyncCoordinator:
 
     async def redis(self) -> AsyncRedisClient:
         """The connected redis-py client (for admin tooling)."""
-        return self._client or await self._ready()
+        bound = self._bound
+        if bound[0] is not get_running_loop():
+            bound = await self._bind()
+        client: AsyncRedisClient = bound[1]
+        return client
+
+    def _link(self) -> LoopLink[AsyncRedisClient]:
+        loop = get_running_loop()
+        link = self._links.get(loop)
+        if link is None:
+            for other in [o for o in self._links.values() if o.loop and o.loop.is_closed()]:
+                self._links.pop(other.loop, None)  # closed without its shutdown step
+                discard(other, self._close_link)
+            link = self._links.setdefault(loop, LoopLink(loop, Lock()))
+        return link
+
+    async def _bind(self) -> tuple[Any, Any, Any]:
+        """Connect the running event loop's link if need be; it becomes the bound one."""
+        link = self._link()
+        async with link.lock:
+            if link.client is None:
+                client = await self._ready()
+                link.client, link.send = client, self._sender(client)
+                link.owned = client is not self._supplied
+                link.guard = await close_with_loop(self._retire, link)
+            self._bound = bound = (link.loop, link.client, link.send)
+            return bound
+
+    async def _retire(self, link: LoopLink[AsyncRedisClient]) -> None:
+        """The link's event loop is shutting down: close its connections in it."""
+        link.guard = None  # it is what runs this
+        if self._links.get(link.loop) is link:
+            del self._links[link.loop]
+        if self._bound[0] is link.loop:
+            self._bound = (UNBOUND, None, None)
+        await self._close_link(link)
+
+    async def _close_link(self, link: LoopLink[AsyncRedisClient]) -> None:
+        clients, link.client, link.send, link.nodes = link.clients(), None, None, {}
+        guard, link.guard = link.guard, None
+        if guard is not None:  # finished here: nothing left for the loop's shutdown
+            await guard.aclose()
+        for client in clients:
+            await client.aclose()
+            for sentinel in sentinels_of(client):
+                await sentinel.aclose()
 
     async def _ready(self) -> AsyncRedisClient:
-        async with self._lock:
-            if self._client is not None:
-                return self._client
-            if self._supplied is not None:
-                return await self._adopt(self._supplied, cluster=is_cluster_client(self._supplied))
-            cluster = cluster_hint(self.settings)
-            if cluster is None:
-                probe = open_async_client(self.settings, cluster=False)
-                try:
-                    cluster = parse_cluster_info(
-                        await self._call(probe, Command("info", ("cluster",)))
-                    )
-                finally:
-                    await probe.aclose()
+        """A new connected client (the caller's, or one made here)."""
+        if self._supplied is not None:
+            return await self._adopt(self._supplied, cluster=is_cluster_client(self._supplied))
+        cluster = cluster_hint(self.settings)
+        if cluster is None:
+            cluster = self.cluster  # found by another event loop's connection
+        if cluster is None:
+            probe = open_async_client(self.settings, cluster=False)
             try:
-                client = open_async_client(self.settings, cluster)
-            except (RedisError, RedisClusterException) as exc:
-                raise self._core.failures.unavailable(exc, Command("connect")) from exc
-            try:
-                return await self._adopt(client, cluster)
-            except BaseException:
-                await client.aclose()
-                raise
+                cluster = parse_cluster_info(await self._call(probe, Command("info", ("cluster",))))
+            finally:
+                await probe.aclose()
+        try:
+            client = open_async_client(self.settings, cluster)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._core.failures.unavailable(exc, Command("connect")) from exc
+        try:
+            return await self._adopt(client, cluster)
+        except BaseException:
+            await client.aclose()
+            raise
 
     async def _adopt(self, client: AsyncRedisClient, cluster: bool) -> AsyncRedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
@@ -435,13 +480,14 @@ class AsyncCoordinator:
                 self.settings.safe_redis_url,
                 ",".join(sorted({f.policy or "?" for f in self.server_facts})),
             )
-        self._send = (
+        return client
+
+    def _sender(self, client: AsyncRedisClient) -> Any:
+        return (
             AutoPipeline(client).execute_command
             if self.settings.auto_pipeline
             else client.execute_command
         )
-        self._client = client
-        return client
 
     async def execute(self, op: Op[T] | Plan[T]) -> T:
         """Advanced: run an operation built by :attr:`operations` (one call, or a plan of
@@ -453,7 +499,10 @@ class AsyncCoordinator:
         return await self._drive(op)
 
     async def _run(self, op: Op[T]) -> T:
-        client = self._client or await self._ready()
+        bound = self._bound
+        if bound[0] is not get_running_loop():
+            bound = await self._bind()
+        client = bound[1]
         call = op.call
         if type(call) is not Script or self._durable:
             try:
@@ -464,7 +513,7 @@ class AsyncCoordinator:
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
-            reply = await self._send(
+            reply = await bound[2](
                 "EVALSHA", self._scripts[call.name].sha, len(call.keys), *call.keys, *call.args
             )
         except NoScriptError:
@@ -474,7 +523,10 @@ class AsyncCoordinator:
         return op.decode(reply)
 
     async def _drive(self, plan: Plan[T]) -> T:
-        client = self._client or await self._ready()
+        bound = self._bound
+        if bound[0] is not get_running_loop():
+            bound = await self._bind()
+        client = bound[1]
         reply: Any = None
         try:
             while True:
@@ -484,7 +536,10 @@ class AsyncCoordinator:
             return result
 
     async def _iterate(self, plan: StreamPlan[T]) -> AsyncIterator[T]:
-        client = self._client or await self._ready()
+        bound = self._bound
+        if bound[0] is not get_running_loop():
+            bound = await self._bind()
+        client = bound[1]
         reply: Any = None
         while True:
             try:
@@ -595,8 +650,9 @@ class AsyncCoordinator:
             await client.nodes_manager.initialize()  # type: ignore[union-attr]
 
     def _node(self, address: tuple[str, int]) -> AsyncRedisClient:
-        node = self._nodes.get(address)
+        nodes = self._link().nodes
+        node = nodes.get(address)
         if node is None:  # redis-py connects lazily: a client lost in a race holds nothing
             fresh = open_async_client(node_settings(self.settings, *address), cluster=False)
-            node = self._nodes.setdefault(address, fresh)
+            node = nodes.setdefault(address, fresh)
         return node

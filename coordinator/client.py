@@ -44,6 +44,7 @@ from coordinator.errors import CoordinatorError, ReplicationTimeout
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
+from coordinator.loops import UNBOUND, LoopLink, discard
 from coordinator.models import AgentEvent, AgentProject, Lease, Reservation, Session
 from coordinator.scripts import sources
 from coordinator.server import ServerFacts, eviction_refusal
@@ -81,19 +82,19 @@ class Coordinator:
             settings = Settings(**{**dict(settings), **overrides})
         self.settings = settings
         self._core = CoordinatorCore(settings)
-        self._client: RedisClient | None = None
         # A caller-supplied client (decode_responses=True, no automatic retries) is
         # used as is and never closed by us: whoever made it owns it.
         self._supplied = redis_client
         self._scripts: dict[str, Any] = {}
-        self._lock = Lock()
         self._rng = random.Random()
         #: Durability mode: every script is followed by WAIT on its connection.
         self._durable = settings.wait_replicas > 0
-        #: Durability mode on a cluster: direct clients of the masters, by address.
-        self._nodes: dict[tuple[str, int], RedisClient] = {}
-        #: How the hot path sends EVALSHA: the client itself, or an auto-pipeline over it.
-        self._send: Any = None
+        #: The connections of each event loop that uses this object (a connection
+        #: belongs to the loop that opened it: see coordinator.loops), by loop.
+        self._links: dict[Any, LoopLink[RedisClient]] = {}
+        #: (loop, client, send) of the last call, read at once by the hot path; ``send``
+        #: sends its EVALSHA: the client itself, or an auto-pipeline over it.
+        self._bound: tuple[Any, Any, Any] = (UNBOUND, None, None)
         #: Whether the connected Redis runs in cluster mode (known after the first call).
         self.cluster: bool | None = None
         self._sink: Sink | None = None
@@ -125,15 +126,16 @@ class Coordinator:
         self.close()
 
     def close(self) -> None:
-        """Close the connections. The object may be used again (it reconnects)."""
-        client, self._client = self._client, None
-        if client is not None and client is not self._supplied:
-            client.close()
-            for sentinel in sentinels_of(client):
-                sentinel.close()
-        nodes, self._nodes = self._nodes, {}
-        for node in nodes.values():
-            node.close()
+        """Close the connections (of every event loop that used this object). The
+        object may be used again (it reconnects)."""
+        here = None
+        links, self._links = self._links, {}
+        self._bound = (UNBOUND, None, None)
+        for link in links.values():
+            if link.loop is here:
+                self._close_link(link)
+            else:
+                discard(link, self._close_link)
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.close()
@@ -392,32 +394,62 @@ class Coordinator:
 
     def redis(self) -> RedisClient:
         """The connected redis-py client (for admin tooling)."""
-        return self._client or self._ready()
+        bound = self._bound
+        if bound[0] is not None:
+            bound = self._bind()
+        client: RedisClient = bound[1]
+        return client
+
+    def _link(self) -> LoopLink[RedisClient]:
+        loop = None
+        link = self._links.get(loop)
+        if link is None:
+            for other in [o for o in self._links.values() if o.loop and o.loop.is_closed()]:
+                self._links.pop(other.loop, None)  # closed without its shutdown step
+                discard(other, self._close_link)
+            link = self._links.setdefault(loop, LoopLink(loop, Lock()))
+        return link
+
+    def _bind(self) -> tuple[Any, Any, Any]:
+        """Connect the running event loop's link if need be; it becomes the bound one."""
+        link = self._link()
+        with link.lock:
+            if link.client is None:
+                client = self._ready()
+                link.client, link.send = client, self._sender(client)
+                link.owned = client is not self._supplied
+            self._bound = bound = (link.loop, link.client, link.send)
+            return bound
+
+    def _close_link(self, link: LoopLink[RedisClient]) -> None:
+        clients, link.client, link.send, link.nodes = link.clients(), None, None, {}
+        for client in clients:
+            client.close()
+            for sentinel in sentinels_of(client):
+                sentinel.close()
 
     def _ready(self) -> RedisClient:
-        with self._lock:
-            if self._client is not None:
-                return self._client
-            if self._supplied is not None:
-                return self._adopt(self._supplied, cluster=is_cluster_client(self._supplied))
-            cluster = cluster_hint(self.settings)
-            if cluster is None:
-                probe = open_client(self.settings, cluster=False)
-                try:
-                    cluster = parse_cluster_info(
-                        self._call(probe, Command("info", ("cluster",)))
-                    )
-                finally:
-                    probe.close()
+        """A new connected client (the caller's, or one made here)."""
+        if self._supplied is not None:
+            return self._adopt(self._supplied, cluster=is_cluster_client(self._supplied))
+        cluster = cluster_hint(self.settings)
+        if cluster is None:
+            cluster = self.cluster  # found by another event loop's connection
+        if cluster is None:
+            probe = open_client(self.settings, cluster=False)
             try:
-                client = open_client(self.settings, cluster)
-            except (RedisError, RedisClusterException) as exc:
-                raise self._core.failures.unavailable(exc, Command("connect")) from exc
-            try:
-                return self._adopt(client, cluster)
-            except BaseException:
-                client.close()
-                raise
+                cluster = parse_cluster_info(self._call(probe, Command("info", ("cluster",))))
+            finally:
+                probe.close()
+        try:
+            client = open_client(self.settings, cluster)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._core.failures.unavailable(exc, Command("connect")) from exc
+        try:
+            return self._adopt(client, cluster)
+        except BaseException:
+            client.close()
+            raise
 
     def _adopt(self, client: RedisClient, cluster: bool) -> RedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
@@ -436,9 +468,10 @@ class Coordinator:
                 self.settings.safe_redis_url,
                 ",".join(sorted({f.policy or "?" for f in self.server_facts})),
             )
-        self._send = client.execute_command
-        self._client = client
         return client
+
+    def _sender(self, client: RedisClient) -> Any:
+        return client.execute_command
 
     def execute(self, op: Op[T] | Plan[T]) -> T:
         """Advanced: run an operation built by :attr:`operations` (one call, or a plan of
@@ -450,7 +483,10 @@ class Coordinator:
         return self._drive(op)
 
     def _run(self, op: Op[T]) -> T:
-        client = self._client or self._ready()
+        bound = self._bound
+        if bound[0] is not None:
+            bound = self._bind()
+        client = bound[1]
         call = op.call
         if type(call) is not Script or self._durable:
             try:
@@ -461,7 +497,7 @@ class Coordinator:
         # The hot path, inlined: every extra Python call here costs several times its
         # textbook price once the socket round trip has cooled the CPU caches.
         try:
-            reply = self._send(
+            reply = bound[2](
                 "EVALSHA", self._scripts[call.name].sha, len(call.keys), *call.keys, *call.args
             )
         except NoScriptError:
@@ -471,7 +507,10 @@ class Coordinator:
         return op.decode(reply)
 
     def _drive(self, plan: Plan[T]) -> T:
-        client = self._client or self._ready()
+        bound = self._bound
+        if bound[0] is not None:
+            bound = self._bind()
+        client = bound[1]
         reply: Any = None
         try:
             while True:
@@ -481,7 +520,10 @@ class Coordinator:
             return result
 
     def _iterate(self, plan: StreamPlan[T]) -> Iterator[T]:
-        client = self._client or self._ready()
+        bound = self._bound
+        if bound[0] is not None:
+            bound = self._bind()
+        client = bound[1]
         reply: Any = None
         while True:
             try:
@@ -592,8 +634,9 @@ class Coordinator:
             client.nodes_manager.initialize()  # type: ignore[union-attr]
 
     def _node(self, address: tuple[str, int]) -> RedisClient:
-        node = self._nodes.get(address)
+        nodes = self._link().nodes
+        node = nodes.get(address)
         if node is None:  # redis-py connects lazily: a client lost in a race holds nothing
             fresh = open_client(node_settings(self.settings, *address), cluster=False)
-            node = self._nodes.setdefault(address, fresh)
+            node = nodes.setdefault(address, fresh)
         return node

@@ -26,9 +26,22 @@ HEADER = (
 REPLACEMENTS = [
     ('"""AsyncCoordinator: the asyncio client.', '"""Coordinator: the synchronous client.'),
     (
-        "from asyncio import Lock, sleep, to_thread",
+        "from asyncio import Lock, get_running_loop, sleep, to_thread",
         "from threading import Lock\nfrom time import sleep",
     ),
+    # No event loops: one link, keyed by None; nothing to close with a loop.
+    (
+        "from coordinator.loops import UNBOUND, LoopLink, close_with_loop, discard",
+        "from coordinator.loops import UNBOUND, LoopLink, discard",
+    ),
+    ("                link.guard = await close_with_loop(self._retire, link)\n", ""),
+    (
+        "        guard, link.guard = link.guard, None\n"
+        "        if guard is not None:  # finished here: nothing left for the loop's shutdown\n"
+        "            await guard.aclose()\n",
+        "",
+    ),
+    ("get_running_loop()", "None"),
     ("await to_thread(call.run)", "call.run()"),
     # Auto-pipelining gathers the calls of concurrent tasks in one event-loop turn:
     # threads have no loop turn, so the sync client sends each call itself.
@@ -55,6 +68,8 @@ REPLACEMENTS = [
 ]
 #: Keyword removals (word-bounded).
 PATTERNS = [
+    # What an event loop's shutdown calls (see coordinator.loops) has no sync twin.
+    (re.compile(r"    async def _retire\(.*?\n\n(?=    async def )", re.DOTALL), ""),
     (re.compile(r"\basync def\b"), "def"),
     (re.compile(r"\basync for\b"), "for"),
     (re.compile(r"\basync with\b"), "with"),

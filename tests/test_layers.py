@@ -36,6 +36,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.settings", "coordinator.connection", "coordinator.paths",
             "coordinator.processes", "coordinator.pipelining", "coordinator.aio",
             "coordinator.client", "coordinator.sinks", "coordinator.keepalive",
+            "coordinator.loops",
         ),
     ),
     ("daemon", ("coordinator.worker",)),
