@@ -51,7 +51,7 @@ from coordinator.models import (
 )
 from coordinator.server import ServerFacts
 from coordinator.settings import Settings
-from coordinator.stats import NamespaceStats, StreamStats, WorkerLiveness
+from coordinator.stats import NamespaceStats, ServerIdentity, StreamStats, WorkerLiveness
 
 __version__ = "0.1.0"
 
@@ -111,6 +111,7 @@ __all__ = [
     "ReservationHolder",
     "ReservationNotHeld",
     "ServerFacts",
+    "ServerIdentity",
     "Session",
     "SessionAlreadyActive",
     "SessionLeaseExpired",

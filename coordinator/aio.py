@@ -466,7 +466,7 @@ class AsyncCoordinator:
     async def _adopt(self, client: AsyncRedisClient, cluster: bool) -> AsyncRedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
         self.cluster = cluster
-        plan = self._core.connect()
+        plan = self._core.connect(cluster)
         reply: Any = None
         try:
             while True:

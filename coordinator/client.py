@@ -454,7 +454,7 @@ class Coordinator:
     def _adopt(self, client: RedisClient, cluster: bool) -> RedisClient:
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
         self.cluster = cluster
-        plan = self._core.connect()
+        plan = self._core.connect(cluster)
         reply: Any = None
         try:
             while True:

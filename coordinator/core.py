@@ -36,7 +36,7 @@ from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import ReservationCore
-from coordinator.server import ServerFacts, eviction_refusal, server_facts
+from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key, time_reply_ms
 
 T = TypeVar("T")
@@ -127,13 +127,13 @@ class CoordinatorCore:
 
     # --- namespace ------------------------------------------------------------------
 
-    def connect(self) -> Plan[tuple[ServerFacts, ...]]:
+    def connect(self, cluster: bool = False) -> Plan[tuple[ServerFacts, ...]]:
         """What every client runs once when it connects: read what the server says about
         itself and refuse an evicting one (unless ``allow_eviction``), then check the
         namespace's recorded shard count and schema. The record is read first and
         written only when missing, so a server at ``maxmemory`` (which refuses every
         write) still serves reads, ``status`` and the worker that frees its memory."""
-        facts = server_facts((yield Command("info", optional=True)))
+        facts = server_facts((yield Command("info", (), every_node(cluster), optional=True)))
         if not self.settings.allow_eviction:
             refusal = eviction_refusal(facts, self.settings.safe_redis_url)
             if refusal is not None:

@@ -94,6 +94,12 @@ class ServerFacts:
 UNKNOWN: Final = ServerFacts("unknown", "unknown", None, None, None, None)
 
 
+def every_node(cluster: bool) -> dict[str, str]:
+    """``INFO``'s keyword arguments: on a cluster, ask every node (primaries and
+    replicas: a replica evicting on its own would be promoted with holes)."""
+    return {"target_nodes": "all"} if cluster else {}
+
+
 def server_facts(info: Any) -> tuple[ServerFacts, ...]:
     """Facts from a parsed ``INFO`` reply: one node's fields, or a cluster client's
     reply (one section per node, keyed by ``host:port``). An error reply (the

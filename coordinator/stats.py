@@ -29,7 +29,7 @@ from typing import Any, Final, Literal, TypeAlias
 from coordinator.calls import Batch, Command, Plan
 from coordinator.constants import DEFAULT_CONSUMER_GROUP
 from coordinator.keys import KeySpace
-from coordinator.server import ServerFacts, server_facts, server_warnings, summary
+from coordinator.server import ServerFacts, every_node, server_facts, server_warnings, summary
 from coordinator.timestamps import (
     ms_to_datetime,
     next_stream_id,
@@ -324,7 +324,7 @@ def _server_plan(
     persistence). No ``CONFIG GET``: the shipped roles may not run it (it reveals
     secrets), so ``appendfsync`` and the RDB schedule stay unknown here."""
     now_ms = time_reply_ms((yield Command("time")))
-    info = yield Command("info")
+    info = yield Command("info", (), every_node(cluster))
     server, nodes = _identity(info)
     facts = server_facts(info)
     replicas: int | None = None

@@ -231,3 +231,24 @@ def _evicted(raw: redis.Redis, client: Coordinator, agents: list[str]) -> list[s
     for agent in agents:
         pipe.exists(client.keys.agent(agent))
     return [a for a, there in zip(agents, pipe.execute(), strict=True) if not there]
+
+
+@pytest.mark.cluster(only=True)
+def test_every_cluster_node_is_checked(
+    make_client: Callable[..., Any], redis_server: EmbeddedCluster
+) -> None:
+    last = redis_server.nodes[-1]
+    with last.client() as r:
+        r.config_set("maxmemory-policy", "allkeys-random")
+    try:
+        with pytest.raises(EvictionPolicyError) as info:
+            make_client().get_current_project("agent-1")
+        assert f"node 127.0.0.1:{last.port}" in str(info.value)
+        stats = make_client(allow_eviction=True).stats()
+        assert stats.server is not None
+        assert stats.server.eviction_safe is False
+        [warning] = [w for w in stats.warnings if "maxmemory-policy" in w]
+        assert warning.startswith(f"node 127.0.0.1:{last.port}: maxmemory-policy is allkeys-random")
+    finally:
+        with last.client() as r:
+            r.config_set("maxmemory-policy", "noeviction")

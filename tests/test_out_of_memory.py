@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator, EmbeddedRedis, RedisOutOfMemory
 from coordinator.cli.main import cli
+from coordinator.local.cluster import EmbeddedCluster
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
 from tests.helpers import snapshot
@@ -165,3 +166,30 @@ def test_the_worker_keeps_acknowledging_at_maxmemory(
     worker.sink.close()
     assert metrics.persisted == 2
     assert raw.xlen(keys.stream(keys.shard_of("agent-1"))) == 0
+
+
+@pytest.mark.cluster(only=True)
+def test_a_full_cluster_serves_new_clients_and_reads(
+    make_client: Callable[..., Any], redis_server: EmbeddedCluster
+) -> None:
+    writer = make_client()
+    session = writer.start_session("agent-1")
+    writer.set_current_project("agent-1", "p", session.session_id)
+    for node in redis_server.nodes:
+        with node.client() as r:
+            r.config_set("maxmemory", 1)
+    try:
+        reader = make_client()  # detects the cluster, reads the namespace record
+        assert reader.get_current_project("agent-1").version == 1
+        assert [lease.agent_id for lease in reader.list_leases()] == ["agent-1"]
+        stats = reader.stats()
+        assert stats.active_leases == 1
+        assert len(stats.servers) == len(redis_server.nodes)
+        assert any("of maxmemory" in w for w in stats.warnings)
+        with pytest.raises(RedisOutOfMemory):
+            reader.set_current_project("agent-1", "q", session.session_id)
+        assert reader.get_current_project("agent-1").project_name == "p"
+    finally:
+        for node in redis_server.nodes:
+            with node.client() as r:
+                r.config_set("maxmemory", 0)
