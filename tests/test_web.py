@@ -317,15 +317,20 @@ def test_health_page_and_json(web: httpx.Client, coord: Coordinator, redis_url: 
     coord.start_session("agent-1")
     data = web.get("/health", params={"format": "json"}).json()
     status = cli_json(redis_url, "status", "--json")
-    assert set(data) == set(status) | {"findings"}
+    assert set(data) == set(status) | {"health"}
     for key in ("namespace", "redis_version", "redis_mode", "shards", "active_leases", "workers"):
         assert data[key] == status[key]
-    unsafe = [(f["level"], f["subject"]) for f in data["findings"] if f["level"] != "ok"]
-    assert unsafe == [("unsafe", "workers")]
+    result = CliRunner().invoke(
+        cli, ["--redis-url", redis_url, "--namespace", "test", "health", "--json"]
+    )
+    assert result.exit_code == 1  # no worker
+    assert data["health"] == json.loads(result.stdout)
+    failed = [c["name"] for c in data["health"]["checks"] if not c["ok"]]
+    assert "worker" in failed
     html = web.get("/health").text
     assert "finding unsafe" in html
     assert "no worker alive" in html
-    assert status["redis_version"] in html
+    assert status["server_version"] in html
 
 
 # --- escaping, headers, the gates --------------------------------------------------------
@@ -478,8 +483,9 @@ def test_health_shows_an_evicting_server_as_unsafe(
         finally:
             raw.config_set("maxmemory-policy", "noeviction")
     assert data["maxmemory_policy"] == "allkeys-lru"
-    server = [f for f in data["findings"] if f["subject"] == "server"]
-    assert [f["level"] for f in server] == ["unsafe"]
-    assert "allkeys-lru" in server[0]["message"]
+    policy = [c for c in data["health"]["checks"] if c["name"] == "eviction_policy"]
+    assert policy[0]["ok"] is False
+    assert "allkeys-lru" in policy[0]["detail"]
     assert "(evicts data)" in html
+    assert '<li class="finding unsafe"><strong>unsafe</strong> eviction policy' in html
     assert listed.status_code == 200

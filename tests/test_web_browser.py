@@ -151,7 +151,7 @@ def test_every_page_renders_and_goes_live(
     assert page.locator("#event-rows tr.project_set").count() == 1
     page.click("text=Health")
     live(page)
-    assert "no worker is alive" in page.locator(".finding.unsafe").inner_text()
+    assert "not being persisted" in page.locator(".finding.unsafe", has_text="worker").inner_text()
     page.goto(base + "/agent?id=agent-1")
     live(page)
     assert page.locator(".timeline li").inner_text().find("proj-a") >= 0

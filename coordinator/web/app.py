@@ -40,7 +40,7 @@ from coordinator.errors import CoordinatorError, InvalidInputError
 from coordinator.models import AgentEvent, EventType, Lease
 from coordinator.settings import Settings
 from coordinator.timestamps import datetime_to_ms
-from coordinator.web.findings import findings
+from coordinator.web.findings import health_of
 from coordinator.web.live import EventHub
 from coordinator.web.queries import LeasePage, agent_view, lease_page
 from coordinator.web.security import COOKIE, Guard, GuardMiddleware
@@ -432,9 +432,10 @@ def _event_rows(dashboard: Dashboard, fresh: list[AgentEvent], dropped: int) -> 
 async def health(request: Request) -> Response:
     dashboard = _dashboard(request)
     stats = await dashboard.client.stats()
-    found = findings(stats)
+    report, found = health_of(stats)
     if wants_json(request):
-        return JSONResponse({**stats.to_json(), "findings": [f.to_json() for f in found]})
+        # ``coordinator status --json`` and, under "health", ``coordinator health --json``.
+        return JSONResponse({**stats.to_json(), "health": report.to_json()})
     html = dashboard.render(
         "health.html", title="Health", active="health", stats=stats, findings=found
     )
@@ -447,7 +448,7 @@ async def health_live(request: Request) -> Response:
 
     async def render() -> Mapping[str, Any]:
         stats = await dashboard.client.stats()
-        html = dashboard.render("_health_view.html", stats=stats, findings=findings(stats))
+        html = dashboard.render("_health_view.html", stats=stats, findings=health_of(stats)[1])
         return {"html": html, "now": datetime_to_ms(stats.server_time)}
 
     return _stream(_polling(render, dashboard.options, interval=2 * dashboard.options.refresh))

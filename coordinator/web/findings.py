@@ -1,9 +1,10 @@
-"""What the health page flags in a ``coordinator status`` snapshot (pure).
+"""What the health page flags: the checks of ``coordinator health``
+(:func:`coordinator.health.evaluate`, default thresholds), each given a level for
+the page. Pure.
 
-Each finding has a level: ``unsafe`` (the server may lose or evict data, events are
-not being persisted, or were lost to dead letters), ``warning`` (falling behind, near
-the memory limit, a setting unknown) or ``ok``. The thresholds are the page's
-own defaults, stated here.
+A failed check is ``unsafe`` when data can be lost or is not being persisted (an
+evicting policy, persistence off, no live worker, dead letters), else ``warning``
+(falling behind, near the memory limit); a passing one is ``ok``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from coordinator.shapes import duration
+from coordinator.health import Health, evaluate
 from coordinator.stats import NamespaceStats
 
-#: Oldest unacknowledged entry older than this: the worker is stuck or too slow (s).
-PENDING_AGE_WARNING: Final = 60.0
-#: Entries not yet delivered to the worker above this: it is falling behind.
-LAG_WARNING: Final = 10_000
+#: Checks whose failure means data can be lost, or is not being persisted.
+UNSAFE_CHECKS: Final = frozenset({"eviction_policy", "persistence", "worker", "dead_letters"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,44 +29,16 @@ class Finding:
         return {"level": self.level, "subject": self.subject, "message": self.message}
 
 
-#: Server warnings (:func:`coordinator.server.server_warnings`) that mean data can be
-#: lost, not only refused: shown as unsafe, the others as warnings.
-_UNSAFE_SERVER = ("maxmemory-policy is", "persistence is off", "appendfsync is no")
-
-
-def findings(stats: NamespaceStats) -> list[Finding]:
+def findings(health: Health) -> list[Finding]:
+    """The checks, failures first (unsafe before warnings), then the passing ones."""
     found = []
-    for warning in stats.warnings:
-        level = "unsafe" if any(mark in warning for mark in _UNSAFE_SERVER) else "warning"
-        found.append(Finding(level, "server", warning))
-    if not stats.workers:
-        found.append(
-            Finding("unsafe", "workers", "no worker is alive: events are not being persisted")
-        )
-    else:
-        found.append(Finding("ok", "workers", f"{len(stats.workers)} alive"))
-    if stats.dead_letters:
-        found.append(
-            Finding(
-                "unsafe",
-                "dead letters",
-                f"{stats.dead_letters} event(s) the worker could not persist",
-            )
-        )
-    oldest = stats.oldest_pending_age
-    if oldest is not None and oldest > PENDING_AGE_WARNING:
-        found.append(
-            Finding("warning", "pending", f"oldest unacknowledged entry is {duration(oldest)} old")
-        )
-    if stats.lag > LAG_WARNING:
-        found.append(Finding("warning", "lag", f"{stats.lag} entries not yet read by the worker"))
-    if stats.expired_unreaped and not stats.workers:
-        found.append(
-            Finding(
-                "warning",
-                "reaper",
-                f"{stats.expired_unreaped} lapsed lease(s) await the reaper (run a worker, "
-                "or `coordinator reap`)",
-            )
-        )
-    return found
+    for check in health.checks:
+        level = "ok" if check.ok else "unsafe" if check.name in UNSAFE_CHECKS else "warning"
+        found.append(Finding(level, check.name.replace("_", " "), check.detail))
+    order = {"unsafe": 0, "warning": 1, "ok": 2}
+    return sorted(found, key=lambda f: order[f.level])
+
+
+def health_of(stats: NamespaceStats) -> tuple[Health, list[Finding]]:
+    health = evaluate(stats)
+    return health, findings(health)
