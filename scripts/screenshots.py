@@ -46,6 +46,12 @@ def seed(client: Coordinator) -> None:
             client.set_current_project(agent, projects[(i + 2) % 5], session.session_id)
         if i % 3 == 0:
             client.heartbeat_session(session.session_id)
+        if i < 4:
+            client.reserve(
+                agent, session.session_id, "repo:" + projects[i % 5],
+                ["src/" if i % 2 else "README.md"], mode="shared" if i == 3 else "exclusive",
+                reason="refactor" if i % 2 else None,
+            )  # fmt: skip
     stale = client.start_session("agent-1", metadata={"host": "dev-1", "client": "claude-code"})
     client.set_current_project("agent-1", "billing-api", stale.session_id)
     with suppress(ConflictError):  # a stale plan: recorded as conflict_detected
@@ -93,6 +99,7 @@ def main() -> None:
                 shots = {
                     "leases": "/leases",
                     "agent": "/agent?id=agent-1",
+                    "reservations": "/reservations",
                     "events": "/events",
                     "health": "/health",
                 }

@@ -177,10 +177,13 @@ def test_agent_page_has_project_history_and_sessions(
     coord.end_session("agent-1", first.session_id)
     second = coord.start_session("agent-1")
     coord.set_current_project("agent-1", None, second.session_id)
+    coord.reserve("agent-1", second.session_id, "repo", ["src/"], reason="refactor")
     data = web.get("/agent", params={"id": "agent-1", "format": "json"}).json()
-    assert without_clock(data["lease"]) == without_clock(
-        cli_json(redis_url, "lease", "show", "agent-1", "--json")
-    )
+    shown = cli_json(redis_url, "lease", "show", "agent-1", "--json")
+    assert [without_clock(r) for r in data["lease"].pop("reservations")] == [
+        without_clock(r) for r in shown.pop("reservations")
+    ]
+    assert without_clock(data["lease"]) == without_clock(shown)
     assert data["project"] == cli_json(redis_url, "project", "get", "agent-1", "--json")
     assert [(e["event_type"], e["to_project"]) for e in data["timeline"]] == [
         ("project_cleared", None),
@@ -190,6 +193,7 @@ def test_agent_page_has_project_history_and_sessions(
     sessions = [(s["session_id"], s["state"]) for s in data["sessions"]]
     assert sessions == [(second.session_id, "live"), (first.session_id, "ended")]
     html = web.get("/agent", params={"id": "agent-1"}).text
+    assert "Reservations held" in html
     assert "proj-b" in html
     assert "Project history" in html
     assert second.session_id in html
@@ -308,6 +312,55 @@ def test_a_fast_tail_is_coalesced_within_a_bounded_buffer() -> None:
     events, dropped = asyncio.run(subscription.take())
     assert (len(events), dropped) == (100, 900)
     assert [e.agent_id for e in events] == [f"a{i}" for i in range(900, 1000)]  # the newest
+
+
+# --- reservations ------------------------------------------------------------------------
+
+
+def test_reservations_page_and_json_match_the_cli(
+    web: httpx.Client, coord: Coordinator, redis_url: str
+) -> None:
+    a = coord.start_session("agent-1")
+    b = coord.start_session("agent-2")
+    coord.reserve("agent-1", a.session_id, "repo", ["src/app.py"], reason="fix <bug>")
+    coord.reserve("agent-2", b.session_id, "repo", ["docs/"], mode="shared")
+    coord.reserve("agent-2", b.session_id, "db", ["migrations"])
+    data = web.get("/reservations", params={"format": "json"}).json()
+    cli = cli_json(redis_url, "reservations", "--json")
+    assert [without_clock(r) for r in data] == [without_clock(r) for r in cli]
+    scoped = web.get("/reservations", params={"format": "json", "scope": "repo"}).json()
+    assert sorted(r["agent_id"] for r in scoped) == ["agent-1", "agent-2"]
+    mine = web.get("/reservations", params={"format": "json", "agent": "agent-2"}).json()
+    assert sorted(r["scope"] for r in mine) == ["db", "repo"]
+    html = web.get("/reservations").text
+    assert "src/app.py" in html
+    assert "fix &lt;bug&gt;" in html
+    assert "Release" not in html  # read-only
+    health = web.get("/health", params={"format": "json"}).json()
+    assert health["reservations"] == {"held": 3, "scopes": 2}
+    event, view = next(sse_messages(web, "/reservations/live", scope="db"))
+    assert event == "html"
+    assert "migrations" in view["html"]
+    assert "src/app.py" not in view["html"]
+
+
+def test_release_is_confirmed_and_audited(
+    serve: Callable[..., str], coord: Coordinator, redis_url: str
+) -> None:
+    s = coord.start_session("agent-1")
+    held = coord.reserve("agent-1", s.session_id, "repo", ["src/"])
+    with httpx.Client(base_url=serve(allow_actions=True), timeout=10) as client:
+        html = client.get("/reservations").text
+        csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = {"reservation": held.reservation_id, "csrf": csrf, "reason": "stuck agent"}
+        assert client.post("/release", data=form).status_code == 400  # not confirmed
+        assert coord.list_reservations()
+        done = client.post("/release", data={**form, "confirm": "yes"})
+        assert done.status_code == 303
+    assert coord.list_reservations() == []
+    released = cli_json(redis_url, "events", "--type", "reservation_released", "--json")
+    assert len(released) == 1, released
+    assert "stuck agent" in json.dumps(released[0])
 
 
 # --- health -----------------------------------------------------------------------------

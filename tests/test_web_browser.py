@@ -146,6 +146,10 @@ def test_every_page_renders_and_goes_live(
     page.goto(base + "/leases")
     live(page)
     assert page.locator('tr[data-agent="agent-1"]').inner_text().startswith("agent-1")
+    coord.reserve("agent-1", s.session_id, "repo", ["src/"], reason="<i>refactor</i>")
+    page.click("text=Reservations")
+    live(page)
+    assert "<i>refactor</i>" in page.inner_text("#reservation-view")
     page.click("text=Events")
     live(page)
     assert page.locator("#event-rows tr.project_set").count() == 1

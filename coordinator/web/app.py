@@ -42,7 +42,7 @@ from coordinator.settings import Settings
 from coordinator.timestamps import datetime_to_ms
 from coordinator.web.findings import health_of
 from coordinator.web.live import EventHub
-from coordinator.web.queries import LeasePage, agent_view, lease_page
+from coordinator.web.queries import AgentView, LeasePage, agent_view, lease_page
 from coordinator.web.security import COOKIE, Guard, GuardMiddleware
 
 log = logging.getLogger(__name__)
@@ -295,9 +295,7 @@ async def agent(request: Request) -> Response:
             {
                 "agent_id": view.agent_id,
                 "server_time": shapes.iso(view.now),
-                "lease": None
-                if view.lease is None
-                else shapes.lease_json(view.lease, view.record, view.now),
+                "lease": None if view.lease is None else _lease_show(view),
                 "project": None if view.record is None else shapes.project_json(view.record),
                 "sessions": [s.to_json() for s in view.sessions],
                 "timeline": [shapes.event_json(e) for e in view.timeline],
@@ -317,6 +315,14 @@ async def agent(request: Request) -> Response:
     return HTMLResponse(html)
 
 
+def _lease_show(view: AgentView) -> dict[str, Any]:
+    """As ``coordinator lease show --json``."""
+    assert view.lease is not None
+    data = shapes.lease_json(view.lease, view.record, view.now)
+    data["reservations"] = [shapes.reservation_json(r, view.now) for r in view.reservations]
+    return data
+
+
 @page
 async def agent_live(request: Request) -> Response:
     dashboard = _dashboard(request)
@@ -331,23 +337,40 @@ async def agent_live(request: Request) -> Response:
     return _stream(_polling(render, dashboard.options, interval=2 * dashboard.options.refresh))
 
 
-@page
-async def revoke(request: Request) -> Response:
-    """The operator's revoke: a reason, a confirmation, the page's CSRF token."""
-    dashboard = _dashboard(request)
+def _refuse_action(request: Request, dashboard: Dashboard) -> Response | None:
     if not dashboard.options.allow_actions:
         return _error(request, 403, "actions are off: start the dashboard with --allow-actions")
     origin = request.headers.get("origin")
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
         return _error(request, 403, "cross-origin request refused")
-    form = await _form(request)
+    return None
+
+
+def _check_action_form(
+    request: Request, dashboard: Dashboard, form: Mapping[str, str]
+) -> Response | None:
+    """The CSRF token, the confirmation and a reason (raises InvalidInputError)."""
     if not dashboard.guard.csrf_matches(form.get("csrf", "")):
         return _error(request, 403, "missing or stale form token: reload the page")
-    agent_id, reason = form.get("agent", ""), form.get("reason", "").strip()
     if form.get("confirm") != "yes":
-        raise InvalidInputError("confirm", "tick the confirmation to revoke")
-    if not reason:
+        raise InvalidInputError("confirm", "tick the confirmation")
+    if not form.get("reason", "").strip():
         raise InvalidInputError("reason", "say why (it is recorded in the audit event)")
+    return None
+
+
+@page
+async def revoke(request: Request) -> Response:
+    """The operator's revoke: a reason, a confirmation, the page's CSRF token."""
+    dashboard = _dashboard(request)
+    refused = _refuse_action(request, dashboard)
+    if refused is not None:
+        return refused
+    form = await _form(request)
+    problem = _check_action_form(request, dashboard, form)
+    if problem is not None:
+        return problem
+    agent_id, reason = form.get("agent", ""), form.get("reason", "").strip()
     revoked = await dashboard.actor.revoke_session(agent_id, reason=reason)
     client = request.client.host if request.client else "?"
     log.warning("web: revoke of agent %r by %s: %s", agent_id, client, revoked)
@@ -432,12 +455,18 @@ def _event_rows(dashboard: Dashboard, fresh: list[AgentEvent], dropped: int) -> 
 async def health(request: Request) -> Response:
     dashboard = _dashboard(request)
     stats = await dashboard.client.stats()
+    held = await _reservation_counts(dashboard)
     report, found = health_of(stats)
     if wants_json(request):
         # ``coordinator status --json`` and, under "health", ``coordinator health --json``.
-        return JSONResponse({**stats.to_json(), "health": report.to_json()})
+        return JSONResponse({**stats.to_json(), "reservations": held, "health": report.to_json()})
     html = dashboard.render(
-        "health.html", title="Health", active="health", stats=stats, findings=found
+        "health.html",
+        title="Health",
+        active="health",
+        stats=stats,
+        findings=found,
+        reservations=held,
     )
     return HTMLResponse(html)
 
@@ -448,10 +477,86 @@ async def health_live(request: Request) -> Response:
 
     async def render() -> Mapping[str, Any]:
         stats = await dashboard.client.stats()
-        html = dashboard.render("_health_view.html", stats=stats, findings=health_of(stats)[1])
+        html = dashboard.render(
+            "_health_view.html",
+            stats=stats,
+            findings=health_of(stats)[1],
+            reservations=await _reservation_counts(dashboard),
+        )
         return {"html": html, "now": datetime_to_ms(stats.server_time)}
 
     return _stream(_polling(render, dashboard.options, interval=2 * dashboard.options.refresh))
+
+
+async def _reservation_counts(dashboard: Dashboard) -> dict[str, int]:
+    """As in ``coordinator status --json``."""
+    held = await dashboard.client.list_reservations()
+    return {"held": len(held), "scopes": len({r.scope for r in held})}
+
+
+# --- reservations -------------------------------------------------------------------------
+
+
+@page
+async def reservations(request: Request) -> Response:
+    dashboard = _dashboard(request)
+    scope, agent_id = _text(request, "scope"), _text(request, "agent")
+    now = await dashboard.client.server_time()
+    found = await dashboard.client.list_reservations(scope=scope, agent_id=agent_id)
+    if wants_json(request):
+        return JSONResponse([shapes.reservation_json(r, now) for r in found])
+    query = {k: v for k, v in (("scope", scope), ("agent", agent_id)) if v}
+    html = dashboard.render(
+        "reservations.html",
+        title="Reservations",
+        active="reservations",
+        reservations=found,
+        now=now,
+        now_ms=datetime_to_ms(now),
+        scope=scope or "",
+        agent=agent_id or "",
+        live_url="/reservations/live?" + urlencode(query),
+    )
+    return HTMLResponse(html)
+
+
+@page
+async def reservations_live(request: Request) -> Response:
+    dashboard = _dashboard(request)
+    scope, agent_id = _text(request, "scope"), _text(request, "agent")
+    await dashboard.client.list_reservations(scope=scope, agent_id=agent_id)  # bad input: 400
+
+    async def render() -> Mapping[str, Any]:
+        now = await dashboard.client.server_time()
+        found = await dashboard.client.list_reservations(scope=scope, agent_id=agent_id)
+        html = dashboard.render(
+            "_reservation_view.html", reservations=found, now=now, scope=scope, agent=agent_id
+        )
+        return {"html": html, "now": datetime_to_ms(now)}
+
+    return _stream(_polling(render, dashboard.options))
+
+
+@page
+async def release(request: Request) -> Response:
+    """The operator's release of a reservation: a reason, a confirmation, the CSRF token."""
+    dashboard = _dashboard(request)
+    refused = _refuse_action(request, dashboard)
+    if refused is not None:
+        return refused
+    form = await _form(request)
+    problem = _check_action_form(request, dashboard, form)
+    if problem is not None:
+        return problem
+    reservation_id, reason = form.get("reservation", ""), form.get("reason", "").strip()
+    released = await dashboard.actor.release_reservation(reservation_id, reason=reason)
+    client = request.client.host if request.client else "?"
+    log.warning("web: release of reservation %r by %s: %s", reservation_id, client, released)
+    if wants_json(request):
+        return JSONResponse({"reservation_id": reservation_id, "released": released})
+    if not released:
+        return _error(request, 409, f"reservation {reservation_id!r} is not held")
+    return RedirectResponse("/reservations?released=1", 303)
 
 
 # --- live streams -------------------------------------------------------------------------
@@ -586,7 +691,10 @@ def create_app(
             Route("/events/live", events_live),
             Route("/health", health),
             Route("/health/live", health_live),
+            Route("/reservations", reservations),
+            Route("/reservations/live", reservations_live),
             Route("/revoke", revoke, methods=["POST"]),
+            Route("/release", release, methods=["POST"]),
             Route("/login", login_form, methods=["GET"]),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),

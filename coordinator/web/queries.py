@@ -19,7 +19,7 @@ from coordinator.aio import AsyncCoordinator
 from coordinator.calls import Batch, Command, Plan, Script
 from coordinator.core import LEASE_FIELDS, RECORD_FIELDS, leases_from, record_from
 from coordinator.keys import KeySpace
-from coordinator.models import AgentEvent, AgentProject, EventType, Lease
+from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Reservation
 from coordinator.shapes import iso
 from coordinator.timestamps import ms_to_datetime, time_reply_ms
 from coordinator.validation import agent_id as valid_agent_id
@@ -178,6 +178,8 @@ class AgentView:
     sessions: Sequence[SessionSummary]
     #: Every event read (newest first), timeline and sessions come from these.
     events: Sequence[AgentEvent] = field(default_factory=tuple)
+    #: Reservations held by the live session.
+    reservations: Sequence[Reservation] = field(default_factory=tuple)
 
 
 def sessions_of(events: Sequence[AgentEvent], live: Lease | None) -> list[SessionSummary]:
@@ -219,6 +221,12 @@ async def agent_view(client: AsyncCoordinator, agent: str, limit: int = 200) -> 
     leases = await client.list_leases(agent)
     lease = leases[0] if leases else None
     record = await client.get_current_project(agent)
+    held = []
+    if lease is not None:
+        held = [
+            r for r in await client.list_reservations(agent_id=agent)
+            if r.session_id == lease.session_id
+        ]  # fmt: skip
     events = await client.get_agent_events(agent_id=agent, limit=limit)
     timeline = [e for e in events if e.event_type in PROJECT_EVENTS and e.success]
     return AgentView(
@@ -229,4 +237,5 @@ async def agent_view(client: AsyncCoordinator, agent: str, limit: int = 200) -> 
         timeline=timeline,
         sessions=sessions_of(events, lease),
         events=events,
+        reservations=held,
     )

@@ -52,10 +52,23 @@
     return source;
   }
 
+  // An operator filling in a form inside a live view: keep it until they are done.
+  function editing(el) {
+    const active = document.activeElement;
+    if (active && el.contains(active) && active.matches("input, select, textarea")) return true;
+    for (const input of el.querySelectorAll("input")) {
+      if (input.type === "checkbox" ? input.checked : input.type !== "hidden" && input.value) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   function replace(el) {
     connect(el.dataset.live, {
       html: (msg) => {
         sync(msg.now);
+        if (editing(el)) return;
         el.innerHTML = msg.html;
         state("live");
         tick();
