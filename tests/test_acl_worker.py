@@ -154,6 +154,12 @@ def test_the_admin_user_inspects_and_revokes_with_the_cli(
     assert len(read("events", "--limit", "100")) == 2 * len(agents) + 2
     if "status" in cli.commands:
         read("status")
+    # health reads what status reads: the admin role suffices (no refusal below).
+    health = coordinator("coordinator-admin", "health", "--json", "--skip", "worker")
+    checks = {c["name"]: c["ok"] for c in json.loads(health.stdout)["checks"]}
+    assert checks["redis"]
+    assert checks["eviction_policy"]
+    assert checks["dead_letters"]
     revoke = coordinator(
         "coordinator-admin", "lease", "revoke", agents[0], "--reason", "t", "--yes"
     )
