@@ -27,7 +27,7 @@ from coordinator import (
 )
 from coordinator.cli.main import cli
 from coordinator.local.cluster import EmbeddedCluster
-from coordinator.server import server_facts, server_warnings
+from coordinator.server import server_facts, server_warnings, with_config
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
 from tests.helpers import BINARIES, RunningWorker, snapshot, wait_until
@@ -154,6 +154,13 @@ def test_server_facts_of_valkey_a_cluster_and_no_info() -> None:
     nodes = server_facts({"a:1": {**valkey, "aof_enabled": 1},
                           "b:2": {**valkey, "maxmemory_policy": "allkeys-lru"}})  # fmt: skip
     assert [(n.node, n.eviction_safe) for n in nodes] == [("a:1", True), ("b:2", False)]
+    # CONFIG GET (where a role may run it) adds the fsync policy and the RDB schedule.
+    [configured] = with_config([facts], {"appendfsync": "no", "save": ""})
+    assert (configured.appendfsync, configured.persistent) == ("no", False)
+    assert any("appendfsync is no" in w for w in server_warnings([configured]))
+    assert any("persistence is off" in w for w in server_warnings([configured]))
+    [unchanged] = with_config([facts], redis.ResponseError("NOPERM"))
+    assert unchanged == facts
     [unknown] = server_facts(redis.ResponseError("unknown command 'info'"))
     assert unknown.eviction_safe is None
 
