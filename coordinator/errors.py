@@ -14,7 +14,8 @@ Every exception derives from :class:`CoordinatorError`::
     │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
     │   ├── ShardCountMismatch
-    │   └── EvictionPolicyError                 Redis may evict keys (maxmemory-policy)
+    │   ├── EvictionPolicyError                 Redis may evict keys (maxmemory-policy)
+    │   └── SinkAccessDenied                    the sink's database role lacks a privilege
     ├── AccessDenied                          Redis refused the credentials or an ACL rule
     ├── CoordinatorUnavailable                Redis (or the sink) could not be reached
     │   ├── ReplicationTimeout                durability mode: replicas did not acknowledge
@@ -165,6 +166,17 @@ class ReservationNotHeld(CoordinatorError):
 
 class ConfigurationError(CoordinatorError):
     """The client's configuration disagrees with what the deployment recorded."""
+
+
+class SinkAccessDenied(ConfigurationError):
+    """The event sink's database role lacks a privilege the operation needs (for
+    example creating the table, which deploy/postgres-roles.sql leaves to the owner).
+    Not an outage: retrying cannot help, so the worker stops instead of retrying."""
+
+    def __init__(self, location: str, detail: str) -> None:
+        self.location = location
+        self.detail = detail
+        super().__init__(f"event sink {location} refused access: {detail}")
 
 
 class ShardCountMismatch(ConfigurationError):

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Final, TypeVar
 
 from coordinator import validation
-from coordinator.errors import ConfigurationError, SinkUnavailable, first_line
+from coordinator.errors import ConfigurationError, SinkAccessDenied, SinkUnavailable, first_line
 from coordinator.events import ROW_COLUMNS, EventRow, event_row, row_event
 from coordinator.models import AgentEvent
 from coordinator.timestamps import datetime_to_ms, stream_id_key
@@ -114,6 +114,8 @@ class Sink(ABC):
     placeholder: ClassVar[str]
     #: Exceptions of the driver that mean "the database is unavailable".
     outage_errors: ClassVar[tuple[type[BaseException], ...]]
+    #: Exceptions of the driver that mean "this role lacks a privilege".
+    denied_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -162,6 +164,8 @@ class Sink(ABC):
                     f"event sink {self.location} unavailable: {first_line(exc)}",
                     maybe_applied=write,
                 ) from exc
+            except self.denied_errors as exc:
+                raise SinkAccessDenied(self.location, first_line(exc)) from exc
 
     def write(self, rows: Sequence[EventRow]) -> int:
         """Persist rows in one transaction; return how many were not stored before."""

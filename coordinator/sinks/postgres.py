@@ -3,6 +3,12 @@
 A batch is ``COPY``-ed into a temporary table and moved with one ``INSERT ... SELECT
 ... ON CONFLICT DO NOTHING``: several times faster than row-by-row inserts, and the
 conflict clause makes re-delivered entries harmless.
+
+The worker needs no more than ``deploy/postgres-roles.sql`` grants it: ``INSERT`` and
+``SELECT`` on the events table (with ``USAGE`` of its id sequence), ``SELECT`` on the
+schema-version table and ``TEMPORARY`` on the database. When the tables exist the
+schema is only read and checked, never created; a missing privilege is
+:class:`~coordinator.errors.SinkAccessDenied`, not an outage to retry.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from coordinator.settings import redact_url
 from coordinator.sinks.base import (
     COLUMNS,
     POSTGRES,
+    SCHEMA_TABLE,
     TABLE,
     Sink,
     check_existing,
@@ -51,6 +58,9 @@ class PostgresSink(Sink):
     placeholder: ClassVar[str] = "%s"
     outage_errors: ClassVar[tuple[type[BaseException], ...]] = (
         () if psycopg is None else (psycopg.OperationalError, psycopg.InterfaceError)
+    )
+    denied_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        () if psycopg is None else (psycopg.errors.InsufficientPrivilege,)
     )
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
@@ -97,15 +107,29 @@ class PostgresSink(Sink):
             conn.close()
 
 
+def _columns(conn: Any, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = %s AND table_schema = current_schema()",
+        (table,),
+    )
+    return {row[0] for row in rows}
+
+
 def _ensure_schema(conn: Any) -> None:
-    """Create the table and indexes, or check an existing one (idempotent)."""
+    """Check the tables, creating them first when they are missing (idempotent).
+
+    Existing tables are only read: a role without ``CREATE`` (the worker's role of
+    deploy/postgres-roles.sql) works as long as the owner created them."""
     with conn.transaction():
+        columns = _columns(conn, TABLE)
+        check_existing(columns, "use another database or schema")
+        if columns and _columns(conn, SCHEMA_TABLE):
+            version = conn.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}").fetchone()[0]
+            if version is not None:
+                record_version(conn.cursor(), "%s")  # reads only: a version is recorded
+                return
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        rows = conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = %s AND table_schema = current_schema()",
-            (TABLE,),
-        )
-        check_existing({row[0] for row in rows}, "use another database or schema")
+        check_existing(_columns(conn, TABLE), "use another database or schema")
         conn.execute(_SCHEMA)
         record_version(conn.cursor(), "%s")

@@ -50,6 +50,7 @@ from coordinator.aio import AsyncCoordinator
 from coordinator.errors import (
     CoordinatorUnavailable,
     RedisOutOfMemory,
+    SinkAccessDenied,
     SinkUnavailable,
     first_line,
 )
@@ -462,6 +463,8 @@ class EventWorker:
                 if self.stopping:
                     raise _Stopped from exc  # unacked entries stay pending for next time
                 continue
+            except SinkAccessDenied:
+                raise  # the sink's role lacks a privilege: no event is at fault
             except Exception as exc:  # the data itself was refused
                 if len(rows) == 1:
                     self.metrics.failed += 1
