@@ -74,7 +74,7 @@ def test_redis_conf_loads_and_takes_effect(conf_server: ConfRedis) -> None:
     with contextlib.closing(conf_server.client(decode_responses=True)) as ops:
         config = ops.config_get("*")
         assert config["appendonly"] == "yes"
-        assert config["appendfsync"] == "everysec"
+        assert config["appendfsync"] == "always"
         assert config["maxmemory-policy"] == "noeviction"
         assert int(config["maxmemory"]) == _bytes(wanted["maxmemory"][0])
         assert config["save"].split() == wanted["save"]

