@@ -40,7 +40,12 @@ from coordinator.connection import (
     sentinels_of,
 )
 from coordinator.core import CoordinatorCore
-from coordinator.errors import CoordinatorError, ReplicationTimeout
+from coordinator.errors import (
+    CoordinatorError,
+    DurabilityUnsupported,
+    FsyncTimeout,
+    ReplicationTimeout,
+)
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
@@ -87,8 +92,9 @@ class Coordinator:
         self._supplied = redis_client
         self._scripts: dict[str, Any] = {}
         self._rng = random.Random()
-        #: Durability mode: every script is followed by WAIT on its connection.
-        self._durable = settings.wait_replicas > 0
+        #: Durability mode: every script is followed by WAIT and/or WAITAOF on its
+        #: connection.
+        self._durable = self._core.durable
         #: The connections of each event loop that uses this object (a connection
         #: belongs to the loop that opened it: see coordinator.loops), by loop.
         self._links: dict[Any, LoopLink[RedisClient]] = {}
@@ -491,7 +497,7 @@ class Coordinator:
         if type(call) is not Script or self._durable:
             try:
                 return op.decode(self._call(client, call))
-            except ReplicationTimeout as short:
+            except (ReplicationTimeout, FsyncTimeout, DurabilityUnsupported) as short:
                 self._core.replication_outcome(op, short)
                 raise
         # The hot path, inlined: every extra Python call here costs several times its
@@ -593,22 +599,27 @@ class Coordinator:
         return pipe.execute()
 
     def _execute_replicated(self, client: RedisClient, call: Script) -> Any:
-        """Durability mode: the script, then ``WAIT``, pipelined on one connection to the
-        master that runs it (WAIT counts the replicas that acknowledged the writes made
-        on its own connection). On a cluster that is a direct client of the slot's
+        """Durability mode: the script, then ``WAIT`` and/or ``WAITAOF``, pipelined on
+        one connection to the master that runs it (both count what was written on
+        their own connection). On a cluster that is a direct client of the slot's
         master, following MOVED and ASK itself: a redirected script did not run."""
         script = self._scripts[call.name]
         address = owner_address(client, call.keys[0]) if self.cluster else None
         asking = False
+        waits = self._core.durability_commands
         for attempt in range(3):
             target = client if address is None else self._node(address)
             pipe = target.pipeline(transaction=False)
             if asking:
                 pipe.execute_command("ASKING")
             pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
-            pipe.execute_command("WAIT", self._core.wait_replicas, self._core.wait_timeout_ms)
+            for command in waits:
+                pipe.execute_command(*command)
             try:
-                replies = pipe.execute()
+                replies = pipe.execute(raise_on_error=False)
+                reply = replies[-1 - len(waits)]
+                if isinstance(reply, Exception):  # the script's own error: as before
+                    raise reply
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -623,7 +634,7 @@ class Coordinator:
                 else:  # migrating: only this call goes to the importing node
                     address, asking = (redirect.host, int(redirect.port)), True
                 continue
-            return self._core.check_replicated(replies[-2], replies[-1])
+            return self._core.check_durable(reply, replies[-len(waits) :])
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _refresh_topology(self, client: RedisClient) -> None:

@@ -23,6 +23,8 @@ from coordinator.errors import (
     ConfigurationError,
     ConflictError,
     CoordinatorError,
+    DurabilityUnsupported,
+    FsyncTimeout,
     InvalidInputError,
     ReplicationTimeout,
     RequestIdReusedError,
@@ -76,6 +78,8 @@ class CoreSettings(Protocol):
     @property
     def wait_replicas(self) -> int: ...
     @property
+    def wait_aof(self) -> bool: ...
+    @property
     def wait_timeout(self) -> float: ...
     @property
     def retry_attempts(self) -> int: ...
@@ -122,6 +126,14 @@ class CoordinatorCore:
         #: and how long ``WAIT`` may block for them (ms).
         self.wait_replicas = settings.wait_replicas
         self.wait_timeout_ms = max(1, round(settings.wait_timeout * 1000))
+        #: Durability mode: whether each script's changes must be fsynced (WAITAOF).
+        self.wait_aof = settings.wait_aof
+        #: The commands pipelined after each state-changing script (none: off).
+        self.durability_commands: tuple[tuple[Any, ...], ...] = (
+            *((("WAIT", self.wait_replicas, self.wait_timeout_ms),) if self.wait_replicas else ()),
+            *((("WAITAOF", 1, 0, self.wait_timeout_ms),) if self.wait_aof else ()),
+        )
+        self.durable = bool(self.durability_commands)
         #: Resource reservations (``coordinator.reservations``).
         self.reservations = ReservationCore(self.keys, self.lease_ttl_ms, self.request_ttl_ms)
 
@@ -138,6 +150,8 @@ class CoordinatorCore:
             refusal = eviction_refusal(facts, self.settings.safe_redis_url)
             if refusal is not None:
                 raise refusal
+        if self.wait_aof:
+            yield from self._durability_probe(cluster)
         recorded = yield Command("hmget", (self.keys.meta, "shards", "schema"))
         if recorded[0] is None or recorded[1] is None:
             init = self.init_namespace()
@@ -611,17 +625,46 @@ class CoordinatorCore:
 
     # --- durability mode ------------------------------------------------------------
 
-    def check_replicated(self, reply: Any, acknowledged: Any) -> Any:
-        """The script's reply once ``WAIT`` answered; ReplicationTimeout when fewer
-        replicas than ``wait_replicas`` acknowledged it."""
-        acked = int(acknowledged)
-        if acked < self.wait_replicas:
-            raise ReplicationTimeout(self.wait_replicas, acked, reply=reply)
+    def _durability_probe(self, cluster: bool) -> Plan[None]:
+        """``wait_aof``: ask the server (every primary of a cluster) for ``WAITAOF`` at
+        connect, before anything is written. A fresh connection has written nothing, so
+        it answers at once; a server without the command (Redis before 7.2), without
+        its append-only file, or a replica refuses it: :class:`DurabilityUnsupported`.
+        Told by the server's answer, never by its version (Valkey has WAITAOF too)."""
+        target = {"target_nodes": "primaries"} if cluster else {}
+        call = Command("execute_command", ("WAITAOF", 1, 0, self.wait_timeout_ms), target)
+        call.optional = True
+        reply = yield call
+        if isinstance(reply, Exception):
+            raise self.failures.redis_error(reply, call)
+        answers = list(reply.values()) if isinstance(reply, Mapping) else [reply]
+        if not all(isinstance(a, list) and len(a) == 2 for a in answers):
+            raise UnexpectedReply(f"unexpected WAITAOF reply {reply!r}")
+
+    def check_durable(self, reply: Any, waits: Sequence[Any]) -> Any:
+        """The script's reply once the pipelined :attr:`durability_commands` answered
+        ``waits``. ReplicationTimeout when fewer replicas than ``wait_replicas``
+        acknowledged it, FsyncTimeout when the server did not confirm the fsync in
+        time, DurabilityUnsupported (or the mapped error) when one was refused."""
+        for command, answer in zip(self.durability_commands, waits, strict=True):
+            if isinstance(answer, Exception):
+                error = self.failures.redis_error(answer, Command("execute_command", command))
+                if isinstance(error, DurabilityUnsupported):
+                    error.applied, error.reply = True, reply
+                raise error
+            if command[0] == "WAIT" and int(answer) < self.wait_replicas:
+                raise ReplicationTimeout(self.wait_replicas, int(answer), reply=reply)
+            if command[0] == "WAITAOF" and int(answer[0]) < 1:
+                raise FsyncTimeout(reply=reply)
         return reply
 
     @staticmethod
-    def replication_outcome(op: Op[Any], short: ReplicationTimeout) -> None:
+    def replication_outcome(
+        op: Op[Any], short: ReplicationTimeout | FsyncTimeout | DurabilityUnsupported
+    ) -> None:
         """Attach what the call produced on the primary to ``short`` (result or error)."""
+        if isinstance(short, DurabilityUnsupported) and not short.applied:
+            return
         try:
             short.result = op.decode(short.reply)
         except CoordinatorError as exc:

@@ -15,10 +15,12 @@ Every exception derives from :class:`CoordinatorError`::
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
     │   ├── ShardCountMismatch
     │   ├── EvictionPolicyError                 Redis may evict keys (maxmemory-policy)
+    │   ├── DurabilityUnsupported               wait_aof: the server cannot WAITAOF
     │   └── SinkAccessDenied                    the sink's database role lacks a privilege
     ├── AccessDenied                          Redis refused the credentials or an ACL rule
     ├── CoordinatorUnavailable                Redis (or the sink) could not be reached
     │   ├── ReplicationTimeout                durability mode: replicas did not acknowledge
+    │   ├── FsyncTimeout                      wait_aof: the fsync was not confirmed in time
     │   ├── RedisOutOfMemory                  Redis at maxmemory refused a write
     │   └── SinkUnavailable                   the event sink could not be reached
     ├── SinkRefused                           the sink writer process refused a batch's data
@@ -209,6 +211,30 @@ class EvictionPolicyError(ConfigurationError):
         self.policy = policy
 
 
+class DurabilityUnsupported(ConfigurationError):
+    """``wait_aof`` is on but the server cannot confirm fsyncs: it has no ``WAITAOF``
+    (Redis before 7.2), its append-only file is off, or it is a replica.
+
+    Raised when the client connects, before anything is sent (``applied`` False). If the
+    server changed under a running client (a failover to such a server, ``CONFIG SET
+    appendonly no``), it is raised after a call whose change *was* applied (``applied``
+    True, with the call's ``result`` or ``error`` as in :class:`ReplicationTimeout`).
+    """
+
+    def __init__(self, safe_url: str, detail: str, *, applied: bool = False) -> None:
+        super().__init__(
+            f"wait_aof is on but Redis at {safe_url} cannot confirm fsyncs ({detail}); it "
+            "needs WAITAOF (Redis >= 7.2 or Valkey) on a primary with appendonly yes, or "
+            "turn wait_aof off (COORDINATOR_WAIT_AOF=0) and run appendfsync always"
+        )
+        self.detail = detail
+        self.applied = applied
+        #: The script's raw reply (the shells decode it into ``result`` / ``error``).
+        self.reply: object = None
+        self.result: object = None
+        self.error: CoordinatorError | None = None
+
+
 class AccessDenied(CoordinatorError):
     """Redis refused the credentials, or an ACL rule forbids the command or key."""
 
@@ -263,6 +289,25 @@ class RedisOutOfMemory(CoordinatorUnavailable):
     Reads keep working, and so does the worker, whose acknowledging and trimming of
     the audit streams frees memory. Retry once memory is free again.
     """
+
+
+class FsyncTimeout(CoordinatorUnavailable):
+    """``wait_aof``: the call ran but the server did not confirm within ``wait_timeout``
+    that its change is fsynced to the append-only file (a slow or failing disk), so a
+    crash now could lose it. ``result`` / ``error`` as in :class:`ReplicationTimeout`;
+    retrying a write with the same ``request_id`` returns the stored outcome and waits
+    again.
+    """
+
+    def __init__(self, *, reply: object = None) -> None:
+        super().__init__(
+            "the change was applied but its fsync to the append-only file was not "
+            "confirmed in time (wait_timeout)",
+            maybe_applied=True,
+        )
+        self.reply = reply
+        self.result: object = None
+        self.error: CoordinatorError | None = None
 
 
 class SinkUnavailable(CoordinatorUnavailable):

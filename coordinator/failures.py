@@ -15,12 +15,13 @@ from typing import Final
 import redis.exceptions as rx
 from redis.sentinel import MasterNotFoundError
 
-from coordinator.calls import Call, Script
+from coordinator.calls import Call, Command, Script
 from coordinator.errors import (
     AccessDenied,
     ConfigurationError,
     CoordinatorError,
     CoordinatorUnavailable,
+    DurabilityUnsupported,
     RedisOutOfMemory,
     UnexpectedReply,
 )
@@ -222,8 +223,15 @@ class Failures:
             )
         if retryable(exc) or (call is None and isinstance(exc, rx.RedisError | OSError)):
             return self.unavailable(exc, call, sent)
+        if isinstance(exc, rx.ResponseError) and _waitaof(call):
+            # No such command (Redis < 7.2), appendonly off, or a replica: by the answer.
+            return DurabilityUnsupported(self.safe_url, str(exc))
         name = call.name if isinstance(call, Script) else type(call).__name__
         return UnexpectedReply(f"Redis answered {name} with an error: {exc}")
+
+
+def _waitaof(call: Call | None) -> bool:
+    return isinstance(call, Command) and bool(call.args) and call.args[0] == "WAITAOF"
 
 
 def retryable(exc: BaseException) -> bool:

@@ -92,7 +92,11 @@ class Settings(BaseModel):
     tls_verify: bool = True
     #: Durability mode: after each state change wait for this many replicas (0 = off).
     wait_replicas: int = 0
-    #: How long to wait for replica acknowledgement (s).
+    #: Durability mode: after each state change wait until the server has fsynced it to
+    #: its append-only file (``WAITAOF 1 0``; Redis >= 7.2, Valkey), so a killed or
+    #: crashed server cannot lose it even with ``appendfsync everysec``.
+    wait_aof: bool = False
+    #: How long to wait for replica acknowledgement or the fsync (s).
     wait_timeout: float = 1.0
     client_name: str | None = None
     #: asyncio client: send the calls of concurrent tasks together (docs: README).
@@ -144,7 +148,8 @@ class Settings(BaseModel):
     @classmethod
     def _wait_timeout(cls, value: float, info: ValidationInfo) -> float:
         socket_timeout = info.data.get("socket_timeout")
-        if info.data.get("wait_replicas") and socket_timeout and value >= socket_timeout:
+        waits = info.data.get("wait_replicas") or info.data.get("wait_aof")
+        if waits and socket_timeout and value >= socket_timeout:
             # WAIT blocks the connection: a longer wait would look like a dead server.
             raise ValueError(f"must be shorter than socket_timeout ({socket_timeout} s)")
         return value
@@ -194,7 +199,7 @@ class Settings(BaseModel):
 
 
 def _from_env_text(name: str, raw: str) -> Any:
-    if name in ("cluster", "tls_verify", "auto_pipeline", "allow_eviction"):
+    if name in ("cluster", "tls_verify", "auto_pipeline", "allow_eviction", "wait_aof"):
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True
