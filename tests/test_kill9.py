@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from coordinator import EmbeddedRedis
-from coordinator.local.embedded import valkey_binary
 from coordinator.local.stack import LocalStack
 from tests import kill9
 from tests.helpers import BINARIES
 
-TARGETS = [*BINARIES, *([("valkey9.1", valkey_binary())] if valkey_binary() else [])]
+TARGETS = BINARIES  # Redis 6.2, the system Redis 7.0 and Valkey 9.1 when present
 
 
 def test_embedded_default_and_the_local_stack_fsync_every_write(tmp_path: Path) -> None:

