@@ -18,6 +18,7 @@ local lease_key, agent_key, index_key, stream, fence_key = KEYS[1], KEYS[2], KEY
 local agent, sid, tok, new_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local live = redis.call('HMGET', lease_key, 'sid', 'start', 'ttl', 'meta')
+if live[1] == sid and fenced(fence_key, tok) then return {2, 'superseded'} end
 if live[1] == sid then
   local ttl = tonumber(new_ttl) or tonumber(live[3])
   local now = server_ms()

@@ -52,6 +52,14 @@ local function reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   return 1
 end
 
+-- Whether token `tok` is below the agent's fencing counter: its session was superseded.
+-- start_session mints a token and writes the lease in one script, so a live lease never
+-- names an older token unless someone rewrote the lease hash directly (an ACL cannot
+-- stop a role that writes leases from that): such a lease is never honoured.
+local function fenced(fence_key, tok)
+  return tonumber(tok) < tonumber(redis.call('GET', fence_key) or '0')
+end
+
 -- Why session `sid` (token `tok`) may not act for the agent. Only called when `sid`
 -- is not the agent's live lease. `foreign` is '1' when the session belongs to
 -- another agent.

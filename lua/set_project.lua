@@ -38,13 +38,17 @@ if req_key then
   end
 end
 
-local reply
+local reply, reason
 local live = redis.call('HGET', lease_key, 'sid')
 if live ~= sid or foreign == '1' then
   if not live then
     reap_lapsed(lease_key, agent_key, index_key, stream, agent)
   end
-  local reason = dead_reason(agent_key, fence_key, sid, tok, foreign)
+  reason = dead_reason(agent_key, fence_key, sid, tok, foreign)
+elseif fenced(fence_key, tok) then
+  reason = 'superseded'
+end
+if reason then
   local rec = redis.call('HMGET', agent_key, 'p', 'v')
   audit(stream, 'write_rejected', agent, sid, tok, rec[1] or '', project, expected,
         rec[2] or '0', '0', reason, '')

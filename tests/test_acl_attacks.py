@@ -24,7 +24,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from coordinator import Coordinator, Settings
+from coordinator import Coordinator, SessionLeaseExpired, Settings
 from coordinator.cli.main import cli
 from coordinator.connection import connection_kwargs
 from coordinator.keys import KeySpace
@@ -332,3 +332,27 @@ def test_each_role_does_its_work_with_nothing_in_the_acl_log(
         admin.stats()
     assert ops.acl_log() == [], [(e["username"], e["object"]) for e in ops.acl_log()]
     assert server_version(server.binary) == server.version
+
+
+def test_a_superseded_session_stays_fenced_when_the_lease_is_rewritten(
+    server: AclRedis, ops: redis.Redis
+) -> None:
+    """The server role may write leases (starting a session does), so it can put an old
+    session id back into one; the fencing counter, which it can only increase, keeps
+    that session from acting again."""
+    with contextlib.closing(
+        Coordinator.from_url(url_of(server, "coordinator-server"), namespace="coord")
+    ) as c:
+        old = c.start_session(AGENT)
+        c.start_session(AGENT)  # supersedes it
+        attacker = connect(server, "coordinator-server")
+        attacker.hset(LEASE, "sid", old.session_id)
+        attacker.close()
+        for call in (
+            lambda: c.set_current_project(AGENT, "stale", old.session_id),
+            lambda: c.heartbeat_session(old.session_id),
+        ):
+            with pytest.raises(SessionLeaseExpired) as info:
+                call()
+            assert info.value.reason == "superseded"
+    assert ops.hget(RECORD, "p") is None
