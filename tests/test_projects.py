@@ -162,6 +162,24 @@ def test_request_id_reused_with_other_arguments(
     assert snapshot(raw) == before
 
 
+def test_request_id_reused_with_another_expected_version(
+    client: Any, session: Any, raw: redis.Redis
+) -> None:
+    # Same agent, session and project: only expected_version differs. Replaying the
+    # first result would tell the caller a write it never asked for succeeded.
+    first = client.set_current_project("agent-1", "a", session.session_id, 0, request_id="r")
+    assert first.version == 1
+    before = snapshot(raw)
+    with pytest.raises(RequestIdReusedError):
+        client.set_current_project("agent-1", "a", session.session_id, 1, request_id="r")
+    with pytest.raises(RequestIdReusedError):
+        client.set_current_project("agent-1", "a", session.session_id, None, request_id="r")
+    assert snapshot(raw) == before
+    # The same arguments still replay the first result.
+    again = client.set_current_project("agent-1", "a", session.session_id, 0, request_id="r")
+    assert again.version == 1
+
+
 def test_request_ids_are_scoped_per_agent(client: Any) -> None:
     a = client.start_session("a")
     b = client.start_session("b")

@@ -227,6 +227,25 @@ def test_start_after_an_unreaped_expiry_audits_the_expiry(client: Any, raw: redi
     assert client.cleanup_expired_sessions() == 0
 
 
+def test_a_heartbeat_that_finds_its_lease_lapsed_audits_the_expiry(
+    client: Any, raw: redis.Redis
+) -> None:
+    session = client.start_session("agent-1", ttl=0.05)
+    wait_until(lambda: not client.list_leases(), timeout=5)
+    with pytest.raises(SessionLeaseExpired) as info:
+        client.heartbeat_session(session.session_id)
+    assert info.value.reason == "expired"
+    events = [e for _, e in stream_entries(raw)]
+    assert [e["event_type"] for e in events] == ["session_started", "session_expired"]
+    assert events[1]["session_id"] == session.session_id
+    assert events[1]["fencing_token"] == str(session.fencing_token)
+    # Recorded once: the reaper finds nothing left to do, a second heartbeat neither.
+    assert client.cleanup_expired_sessions() == 0
+    with pytest.raises(SessionLeaseExpired):
+        client.heartbeat_session(session.session_id)
+    assert [e["event_type"] for _, e in stream_entries(raw)].count("session_expired") == 1
+
+
 def test_foreign_session_is_a_session_mismatch(client: Any, raw: redis.Redis) -> None:
     client.start_session("agent-a")
     b = client.start_session("agent-b")

@@ -209,22 +209,54 @@ def read_by_a_peer(redis_url: str, raw: redis.Redis, peer: str) -> tuple[Coordin
     return client, session, stream
 
 
-def test_entries_of_a_dead_consumer_are_claimed_or_dead_lettered(
+def test_entries_of_a_dead_consumer_are_claimed_or_retried_alone(
     redis_url: str, raw: redis.Redis, sqlite_sink: Sink, make_worker: Callable[..., EventWorker]
 ) -> None:
     client, session, stream = read_by_a_peer(redis_url, raw, "dead-one")
     keys = KeySpace(NS, 16)
     # A consumer that read the entry (above) and died before acking it...
     client.set_current_project("agent-1", "p", session.session_id)
-    # ...and an entry that has already been delivered too often (it crashes workers).
+    # ...and a good entry delivered too often (workers in a crash loop held it).
     raw.xreadgroup("coordinator", "dead-two", {stream: ">"})
     for _ in range(5):
         raw.xclaim(stream, "coordinator", "dead-two", 0, [stream_entries(raw, NS)[1][0]])
     metrics = burst(make_worker, sqlite_sink, claim_idle_ms=1, max_deliveries=3)
     assert metrics.reclaimed == 2
+    assert metrics.retried_alone == 1
+    # Retried alone, it was persisted: a crash loop never dead-letters a good entry.
+    assert [e.event_type for e in sqlite_sink.query(NS)] == [
+        EventType.PROJECT_SET,
+        EventType.SESSION_STARTED,
+    ]
+    assert metrics.dead_lettered == 0
+    assert raw.xlen(keys.dead_letters(keys.shard_of("agent-1"))) == 0
+    assert group_pending(raw) == 0
+    client.close()
+
+
+@pytest.mark.parametrize("earlier", [2, 3])
+def test_an_entry_is_retried_alone_after_exactly_max_deliveries(
+    redis_url: str,
+    raw: redis.Redis,
+    sqlite_sink: Sink,
+    make_worker: Callable[..., EventWorker],
+    earlier: int,
+) -> None:
+    client, _, stream = read_by_a_peer(redis_url, raw, "dead")
+    good = dict(raw.xrange(stream)[0][1])
+    # The sink refuses this one (SQLite cannot store a 70-bit integer).
+    refused = raw.xadd(stream, {**good, "actual_version": str(2**70)})
+    raw.xreadgroup("coordinator", "dead", {stream: ">"})
+    for _ in range(earlier - 1):  # delivered `earlier` times in all before the worker
+        raw.xclaim(stream, "coordinator", "dead", 0, [e[0] for e in raw.xrange(stream)])
+    metrics = burst(make_worker, sqlite_sink, claim_idle_ms=1, max_deliveries=3)
+    # The worker's claim is delivery earlier + 1: past 3 only when earlier is 3.
+    assert metrics.retried_alone == (2 if earlier == 3 else 0)
     assert [e.event_type for e in sqlite_sink.query(NS)] == [EventType.SESSION_STARTED]
-    assert metrics.dead_lettered == 1
-    assert "delivered" in raw.xrange(keys.dead_letters(keys.shard_of("agent-1")))[0][1]["reason"]
+    dead = raw.xrange(KeySpace(NS, 16).dead_letters(KeySpace(NS, 16).shard_of("agent-1")))
+    assert [d[1]["source_id"] for d in dead] == [refused]
+    reason = dead[0][1]["reason"]
+    assert reason.startswith("delivered 4 times; refused") == (earlier == 3), reason
     assert group_pending(raw) == 0
     client.close()
 

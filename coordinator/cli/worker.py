@@ -58,7 +58,7 @@ def _configure_logging(fmt: str, level: str) -> None:
               help="Claim entries pending this long on another consumer.")  # fmt: skip
 @click.option("--max-deliveries", type=click.IntRange(1), default=_D.max_deliveries,
               show_default=True,
-              help="Dead-letter an entry delivered more often than this.")  # fmt: skip
+              help="Retry an entry delivered more often than this alone.")  # fmt: skip
 @click.option("--reap-interval", type=click.FloatRange(0, 3600), default=_D.reap_interval,
               show_default=True, help="Seconds between lease reaper runs (0: off).")  # fmt: skip
 @click.option("--metrics-host", default=_D.metrics_host, show_default=True,

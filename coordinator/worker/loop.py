@@ -9,9 +9,11 @@ Around that loop the worker:
 
 * re-reads its own pending entries at start, and periodically claims (``XAUTOCLAIM``)
   entries idle longer than ``claim_idle_ms`` from consumers that died;
-* moves entries it cannot decode, that the sink refuses (found by splitting the
-  failing batch), or that were delivered more than ``max_deliveries`` times to the
-  shard's dead-letter stream, atomically with their acknowledgement;
+* moves entries it cannot decode or that the sink refuses (found by splitting the
+  failing batch) to the shard's dead-letter stream, atomically with their
+  acknowledgement; an entry delivered more than ``max_deliveries`` times (workers
+  died holding it) is retried alone first, so a crash loop never dead-letters a good
+  entry;
 * trims each stream up to its oldest unacknowledged entry, never further;
 * reaps expired leases every ``reap_interval`` seconds;
 * keeps a liveness key with a TTL (``coordinator worker --check``) and, optionally,
@@ -361,30 +363,41 @@ class EventWorker:
                     break
 
     async def _handle_redelivered(self, shard: int, entries: list[Entry]) -> None:
-        """Dead-letter entries delivered too often; handle the rest as usual."""
+        """Entries delivered before (a worker died holding them). One delivered more
+        than ``max_deliveries`` times is a suspect: it is retried alone (its own write
+        and acknowledgement), so a good entry caught in a crash loop is persisted and
+        only one that fails by itself (undecodable, refused by the sink) is
+        dead-lettered. Stream order is kept (the regression watch relies on it)."""
         ids = [eid for _, eid, _ in entries]
         low, high = min(ids, key=stream_id_key), max(ids, key=stream_id_key)
         details = await self._client.xpending_range(
             self.keys.stream(shard), self.group, low, high, len(ids) + 100, self.consumer
         )
         deliveries = {d["message_id"]: int(d["times_delivered"]) for d in details}
-        keep = []
+        run: list[Entry] = []
         for entry in entries:
             times = deliveries.get(entry[1], 0)
-            if times > self.options.max_deliveries:
-                await self._dead_letter(entry, f"delivered {times} times")
-            else:
-                keep.append(entry)
-        if keep:
-            await self._handle(keep)
+            if times <= self.options.max_deliveries:
+                run.append(entry)
+                continue
+            if run:
+                await self._handle(run)
+                run = []
+            self.metrics.retried_alone += 1
+            log.warning(
+                "entry %s of shard %d delivered %d times: retrying it alone", entry[1], shard, times
+            )
+            await self._handle([entry], note=f"delivered {times} times")
+        if run:
+            await self._handle(run)
 
     # --- persisting ----------------------------------------------------------------
 
-    async def _handle(self, entries: list[Entry]) -> None:
+    async def _handle(self, entries: list[Entry], note: str = "") -> None:
         """Persist and acknowledge ``entries`` before returning (the callers read the
-        pending list next)."""
+        pending list next); ``note`` prefixes the reason of what is dead-lettered."""
         await self._settle()
-        await self._complete(entries, *self._prepare(entries))
+        await self._complete(entries, *self._prepare(entries), note=note)
         await self._settle()
 
     def _prepare(self, entries: list[Entry]) -> tuple[list[EventRow], list[tuple[Entry, str]]]:
@@ -405,7 +418,11 @@ class EventWorker:
         return rows, bad
 
     async def _complete(
-        self, entries: list[Entry], rows: list[EventRow], bad: list[tuple[Entry, str]]
+        self,
+        entries: list[Entry],
+        rows: list[EventRow],
+        bad: list[tuple[Entry, str]],
+        note: str = "",
     ) -> None:
         """Persist a batch, then finish it in the background (:meth:`_acknowledge`): the
         next batch's write starts without waiting for this one's round trips."""
@@ -418,6 +435,8 @@ class EventWorker:
             # Only what the sink holds counts for lag and the regression watch.
             dropped = {(row[1], row[2]) for row, _ in refused}
             rows = [row for row in rows if (row[1], row[2]) not in dropped]
+        if note:
+            bad = [(entry, f"{note}; {reason}") for entry, reason in bad]
         self.metrics.observe_lags(int(time.time() * 1000), (row[3] for row in rows))
         previous = self._acking
         self._acking = asyncio.ensure_future(

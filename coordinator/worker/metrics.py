@@ -58,6 +58,8 @@ class WorkerMetrics:
     duplicates: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    #: Entries delivered more than max_deliveries times, retried alone.
+    retried_alone: int = 0
     reclaimed: int = 0
     reaped: int = 0
     #: Reservations released because they lapsed or their session died.
@@ -85,6 +87,7 @@ class WorkerMetrics:
             "duplicates": self.duplicates,
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
+            "retried_alone": self.retried_alone,
             "reclaimed": self.reclaimed,
             "reaped": self.reaped,
             "reservations_reaped": self.reservations_reaped,
@@ -119,6 +122,11 @@ class WorkerMetrics:
             counter("events_duplicate", "Re-delivered events already stored.", self.duplicates),
             counter("events_failed", "Events the sink refused (then dead-lettered).", self.failed),
             counter("events_dead_lettered", "Entries moved to dead letters.", self.dead_lettered),
+            counter(
+                "events_retried_alone",
+                "Entries delivered more than max_deliveries times, retried alone.",
+                self.retried_alone,
+            ),
             counter("events_reclaimed", "Entries claimed from idle consumers.", self.reclaimed),
             counter("sessions_reaped", "Expired sessions turned into events.", self.reaped),
             counter(

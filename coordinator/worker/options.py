@@ -28,7 +28,8 @@ class WorkerOptions:
     claim_idle_ms: int = 60_000
     #: Seconds between claim rounds.
     claim_interval: float = 5.0
-    #: Deliveries after which an entry is dead-lettered instead of retried.
+    #: Deliveries after which an entry is retried alone (workers died holding it): a
+    #: good one is persisted, one that fails by itself is dead-lettered.
     max_deliveries: int = 5
     #: Seconds between reaper runs (0 disables reaping in this worker).
     reap_interval: float = 0.5
