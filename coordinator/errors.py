@@ -27,7 +27,8 @@ Every exception derives from :class:`CoordinatorError`::
     ├── UnexpectedReply                       a script answered something unknown (a bug)
     ├── WorkerFailed                          ``verify``: its worker could not drain
     ├── EmbeddedRedisError                    a local redis-server could not start or stop
-    │   └── DataDirInUse                       another server uses the data directory
+    │   ├── DataDirInUse                       another server uses the data directory
+    │   └── PortInUse                          another process listens on the port
     └── StackError                            the local stack could not start
         └── StackRunning                       a stack already runs in the data directory
 """
@@ -341,6 +342,15 @@ class DataDirInUse(EmbeddedRedisError):
     def __init__(self, data_dir: Path, detail: str) -> None:
         super().__init__(f"data directory {data_dir} is in use: {detail}")
         self.data_dir = data_dir
+
+
+class PortInUse(EmbeddedRedisError):
+    """The TCP port the embedded server should listen on is taken by another process."""
+
+    def __init__(self, port: int, detail: str = "") -> None:
+        tail = f" ({detail})" if detail else ""
+        super().__init__(f"port {port} is already in use by another process{tail}")
+        self.port = port
 
 
 class _Located(Protocol):

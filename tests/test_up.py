@@ -183,3 +183,71 @@ def test_up_serves_other_processes_stops_on_sigint_and_restarts_with_its_state(
     assert [e["event_type"] for e in events] == ["project_set", "session_started"]
     code, _, err = again.stop()
     assert code == 0, err
+
+
+def test_up_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    # Before, `up` printed "running" while its own redis-server had failed, and its
+    # worker consumed the other server's events under the stack's consumer name.
+    from coordinator import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path / "other", port=0) as other:
+        assert other.port is not None
+        result = subprocess.run(
+            [sys.executable, "-m", "coordinator", "up", "--data-dir", str(tmp_path / "data"),
+             "--port", str(other.port)],
+            capture_output=True, text=True, env=_env(tmp_path / "data"), timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        assert f"port {other.port} is already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "running" not in result.stdout
+        with other.client(decode_responses=True) as raw:
+            assert raw.keys("*") == []  # no worker touched the other server
+        assert read_stack(tmp_path / "data") is None
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_up_restarts_its_redis_and_its_children_die_with_it(
+    tmp_path: Path, stacks: list[Up]
+) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    up = Up(data, port)
+    stacks.append(up)
+    info = up.info
+    assert f"--consumer local-stack-{up.process.pid}" in _cmdline(info.worker_pid or 0)
+
+    # redis-server dies: `up` starts it again (same port, same data) and says so.
+    assert info.redis_pid is not None
+    os.kill(info.redis_pid, signal.SIGKILL)
+
+    def restarted() -> StackInfo | None:
+        now = read_stack(data)
+        return now if now is not None and now.redis_pid not in (None, info.redis_pid) else None
+
+    after = wait_until(restarted, timeout=30, interval=0.05)
+    assert _alive(after.redis_pid)
+    assert ok_json(cli(data, "leases", "--json")) == []
+
+    # `up` SIGKILLed: its redis-server and its worker go with it.
+    up.process.kill()
+    _, err = up.process.communicate(timeout=30)
+    assert f"redis-server (pid {info.redis_pid}) exited with -9; restarting it" in err
+    wait_until(lambda: not _alive(after.redis_pid) and not _alive(after.worker_pid), timeout=30)
+
+    # A new stack on the directory: another consumer name; a hang-up stops it in order.
+    again = Up(data, port)
+    stacks.append(again)
+    assert f"--consumer local-stack-{again.process.pid}" in _cmdline(again.info.worker_pid or 0)
+    again.process.send_signal(signal.SIGHUP)
+    _, err = again.process.communicate(timeout=60)
+    assert again.process.returncode == 0, err
+    wait_until(
+        lambda: not _alive(again.info.redis_pid) and not _alive(again.info.worker_pid), timeout=30
+    )
+    assert "restarting" not in err

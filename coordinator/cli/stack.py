@@ -54,7 +54,10 @@ def up_command(
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A closed terminal (SIGHUP) stops the stack in order too; a SIGKILL takes the
+    # children along by their parent-death signal (see LocalStack).
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, request_stop) for sig in signals}
     try:
         try:
             info = stack.start()

@@ -35,7 +35,7 @@ from types import TracebackType
 import redis
 
 from coordinator import processes
-from coordinator.errors import DataDirInUse, EmbeddedRedisError
+from coordinator.errors import DataDirInUse, EmbeddedRedisError, PortInUse
 from coordinator.processes import cmdline, free_port, pid_alive, terminate
 
 log = logging.getLogger(__name__)
@@ -315,13 +315,17 @@ class EmbeddedRedis:
                         self.process.stderr.close()
                     self.process = None
                     self._release_lock()
-                    raise EmbeddedRedisError(
-                        f"redis-server exited at start: {stderr.strip()} "
-                        f"{self._log_tail(log_offset)}".strip()
-                    )
+                    detail = f"{stderr.strip()} {self._log_tail(log_offset)}".strip()
+                    if self.port is not None and "already in use" in detail:
+                        raise PortInUse(self.port)
+                    raise EmbeddedRedisError(f"redis-server exited at start: {detail}")
                 try:
                     if probe.ping():
-                        break
+                        other = self._other_server(probe)
+                        if other is None:
+                            break
+                        self.kill()
+                        raise PortInUse(self.port or 0, other)
                 except redis.BusyLoadingError:
                     pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -335,6 +339,16 @@ class EmbeddedRedis:
                 time.sleep(0.01)
         log.info("redis-server %s started (pid %s) at %s", self.version, self.pid, self.url)
         return self
+
+    def _other_server(self, probe: redis.Redis) -> str | None:
+        """None when the server answering ``probe`` is the one just started; else what
+        answers instead (another server on the port would otherwise pass for ours)."""
+        assert self.process is not None
+        try:
+            pid = int(probe.info("server").get("process_id", 0))
+        except redis.ResponseError as exc:  # e.g. it wants a password we do not have
+            return f"a server that answers {str(exc).split()[0]}"
+        return None if pid == self.process.pid else f"a Redis server, pid {pid}"
 
     def _log_tail(self, offset: int) -> str:
         try:

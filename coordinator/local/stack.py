@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,16 +24,19 @@ from types import TracebackType
 
 import redis
 
-from coordinator.errors import DataDirInUse, StackError, StackRunning
+from coordinator.errors import DataDirInUse, EmbeddedRedisError, StackError, StackRunning
 from coordinator.keys import KeySpace
 from coordinator.local.embedded import EmbeddedRedis
 from coordinator.paths import default_sink_url
-from coordinator.processes import free_port, pid_alive, terminate
+from coordinator.processes import die_with_parent, free_port, pid_alive, terminate
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
 PORT_FILE = "redis.port"
+#: More redis-server restarts than this within REDIS_RESTART_WINDOW seconds: give up.
+REDIS_RESTART_LIMIT = 5
+REDIS_RESTART_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,11 @@ class LocalStack:
         self.redis: EmbeddedRedis | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_restarts = 0
+        #: When redis-server was restarted after it died (the recent ones).
+        self.redis_restarts: list[float] = []
+        #: Unique per stack process: a worker of another (or an orphaned) stack never
+        #: consumes under the same name; restarts within this stack keep it.
+        self.consumer = f"local-stack-{os.getpid()}"
         self.info: StackInfo | None = None
 
     # --- lifecycle --------------------------------------------------------------------
@@ -141,7 +150,9 @@ class LocalStack:
             self.redis = None
 
     def supervise(self) -> None:
-        """Restart the worker if it died (called periodically by the foreground loop)."""
+        """Restart Redis or the worker if it died (called periodically by the foreground
+        loop). Raises StackError when redis-server keeps dying or cannot start again."""
+        self._supervise_redis()
         if self.worker is None or self.worker.poll() is None:
             return
         code = self.worker.returncode
@@ -151,6 +162,33 @@ class LocalStack:
         self._start_worker()
         if self.info is not None:
             self.info = StackInfo(**{**asdict(self.info), "worker_pid": self.worker.pid})
+            self._write_info(self.info)
+
+    def _supervise_redis(self) -> None:
+        server = self.redis
+        if server is None or server.is_running():
+            return
+        code = None if server.process is None else server.process.returncode
+        now = time.monotonic()
+        self.redis_restarts = [t for t in self.redis_restarts if now - t < REDIS_RESTART_WINDOW]
+        if len(self.redis_restarts) >= REDIS_RESTART_LIMIT:
+            raise StackError(
+                f"redis-server exited with {code} {len(self.redis_restarts) + 1} times within "
+                f"{REDIS_RESTART_WINDOW:.0f}s; giving up (see {server.logfile})"
+            )
+        delay = min(5.0, 0.25 * 2 ** len(self.redis_restarts))
+        self.redis_restarts.append(now)
+        log.warning(
+            "redis-server (pid %s) exited with %s; restarting it in %.2fs (restart %s)",
+            server.pid, code, delay, len(self.redis_restarts),
+        )  # fmt: skip
+        time.sleep(delay)
+        try:
+            server.start()
+        except EmbeddedRedisError as exc:
+            raise StackError(f"redis-server could not be restarted: {exc}") from exc
+        if self.info is not None:
+            self.info = StackInfo(**{**asdict(self.info), "redis_pid": server.pid})
             self._write_info(self.info)
 
     def __enter__(self) -> LocalStack:
@@ -190,15 +228,21 @@ class LocalStack:
             "--redis-url", self.url,
             "--namespace", self.namespace,
             "--sink-url", self.sink_url,
-            # A stable consumer name: a restarted worker re-reads its own pending
-            # entries at once instead of waiting for them to be claimed.
-            "worker", "--consumer", "local-stack", *self.worker_args,
+            # Stable while this stack runs: a restarted worker re-reads its own
+            # pending entries at once instead of waiting for them to be claimed.
+            "worker", "--consumer", self.consumer, *self.worker_args,
         ]  # fmt: skip
         log_file = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 (owned by the child)
         try:
             self.worker = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the stack, which stops it in order
+                # Killed (SIGKILL) or hung up, the stack takes its worker along (SIGTERM:
+                # it acks its batch and exits); armed from the main thread only, as
+                # the signal fires when the forking thread exits.
+                preexec_fn=die_with_parent
+                if sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+                else None,
             )  # fmt: skip
         finally:
             log_file.close()
