@@ -77,6 +77,10 @@ class AsyncKeepAlive:
         self._clock = clock
         self._liveness: Liveness | None = None
         self._lost: asyncio.Event | None = None
+        #: Wakes the heartbeat task early: the lease was lost, or the stream watch
+        #: failed and a heartbeat should tell at once whether Redis is reachable.
+        self._wake: asyncio.Event | None = None
+        self._urgent = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -141,6 +145,7 @@ class AsyncKeepAlive:
         if self._liveness is not None:
             raise RuntimeError("this keep-alive was already started")
         self.lost  # noqa: B018 - bind the event to the running loop
+        self._wake = asyncio.Event()
         stream = self._coordinator.keys.agent_keys(self._session.agent_id).stream
         after = await self._coordinator.execute(last_event_op(stream))
         sent = self._clock()
@@ -172,14 +177,20 @@ class AsyncKeepAlive:
     # --- the two tasks ----------------------------------------------------------------
 
     async def _beat(self, liveness: Liveness) -> None:
-        lost = self.lost
+        woken = self._wake
+        assert woken is not None
         while liveness.state is not LeaseState.LOST:
             wake = min(liveness.next_heartbeat(), liveness.deadline)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), max(0.0, wake - self._clock()))
+            if not self._urgent:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), max(0.0, wake - self._clock()))
+            woken.clear()
             now = self._clock()
-            if self._changed(liveness.tick(now)) or now < liveness.next_heartbeat():
+            if self._changed(liveness.tick(now)):
                 continue
+            if not self._urgent and now < liveness.next_heartbeat():
+                continue
+            self._urgent = False
             liveness.last_sent = now
             try:
                 session = await asyncio.wait_for(
@@ -203,8 +214,12 @@ class AsyncKeepAlive:
             try:
                 entries = await self._coordinator.execute(watch_op(stream, after, block))
             except CoordinatorError as failure:
-                # The heartbeats judge an outage; this only keeps listening.
+                # The heartbeats judge an outage: ask for one now rather than at the
+                # next interval, so jeopardy is known within a second or so.
                 logger.debug("keep-alive of %s: audit stream unreadable: %s", agent, failure)
+                if liveness.state is LeaseState.ALIVE and self._wake is not None:
+                    self._urgent = True
+                    self._wake.set()
                 await asyncio.sleep(JEOPARDY_RETRY)
                 continue
             for entry_id, fields in entries:
@@ -220,6 +235,8 @@ class AsyncKeepAlive:
         s = self._session
         if self.state is LeaseState.LOST:
             self.lost.set()
+            if self._wake is not None:
+                self._wake.set()
             logger.warning("lease of %s (%s) lost: %s", s.agent_id, s.session_id, self.reason)
         elif self.state is LeaseState.JEOPARDY:
             logger.warning("lease of %s (%s) in jeopardy: %s", s.agent_id, s.session_id, self.error)

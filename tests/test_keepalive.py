@@ -184,11 +184,12 @@ def test_bad_interval_is_refused(redis_url: str) -> None:
             c.keep_alive("not a session")  # type: ignore[arg-type]
 
 
-def test_async_keep_alive_in_jeopardy_reports_why(tmp_path: Path) -> None:
+def test_an_outage_is_jeopardy_at_once_without_waiting_for_a_heartbeat(tmp_path: Path) -> None:
     async def main(server: Any) -> None:
         async with AsyncCoordinator.from_url(server.url, namespace="t", socket_timeout=0.5) as c:
-            s = await c.start_session("agent-1", ttl=20)
-            async with c.keep_alive(s, interval=0.2) as ka:
+            s = await c.start_session("agent-1", ttl=3 * RARE)
+            # No heartbeat is due: the failing stream watch asks for one at once.
+            async with c.keep_alive(s, interval=RARE) as ka:
                 server.stop()
                 while ka.state is not LeaseState.JEOPARDY:
                     await asyncio.sleep(0.01)

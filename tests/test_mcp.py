@@ -184,6 +184,21 @@ def test_three_servers_share_one_redis(server: EmbeddedRedis) -> None:
             )
             assert (await a.ok("lease_status"))["state"] == "lost"
 
+            # Redis down: B's client hears of jeopardy, then that the lease is alive again
+            b.logs.clear()
+            server.stop()
+            with anyio.fail_after(30):
+                while not b.logs:
+                    await anyio.sleep(0.01)
+                server.start()
+                while len(b.logs) < 2:
+                    await anyio.sleep(0.01)
+            assert [(log.level, log.data["event"]) for log in b.logs] == [
+                ("warning", "lease_jeopardy"),
+                ("info", "lease_alive"),
+            ]
+            assert (await b.ok("lease_status"))["state"] == "alive"
+
             # the tool list is stable
             listed = await b.session.list_tools()
             tools = [
