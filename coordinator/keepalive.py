@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: How long stop() waits for the cancelled tasks (s).
+STOP_GRACE = 0.1
+
 #: A monotonic clock in seconds (injectable for tests).
 Clock = Callable[[], float]
 
@@ -81,6 +84,8 @@ class AsyncKeepAlive:
         #: failed and a heartbeat should tell at once whether Redis is reachable.
         self._wake: asyncio.Event | None = None
         self._urgent = False
+        #: Set by stop(): the tasks end even if a library swallows their cancellation.
+        self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -163,28 +168,43 @@ class AsyncKeepAlive:
         ]
 
     async def stop(self) -> None:
-        """Stop heartbeating; with ``end_on_exit`` also end the session (unless lost)."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
-        if self._end_on_exit and self._liveness is not None and self.state is not LeaseState.LOST:
-            s = self._session
-            await self._coordinator.end_session(s.agent_id, s.session_id)
+        """Stop heartbeating; with ``end_on_exit`` also end the session (unless lost).
+
+        The session is ended before the tasks are stopped, so it cannot lapse in
+        between; what the tasks observe once stopping is no longer reported."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        try:
+            if (
+                self._end_on_exit
+                and self._liveness is not None
+                and self.state is not LeaseState.LOST
+            ):
+                s = self._session
+                await self._coordinator.end_session(s.agent_id, s.session_id)
+        finally:
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                # A read whose cancellation redis-py swallows still ends within
+                # WATCH_BLOCK (the task checks _stopping); do not wait for it here.
+                await asyncio.wait(tasks, timeout=STOP_GRACE)
 
     # --- the two tasks ----------------------------------------------------------------
 
     async def _beat(self, liveness: Liveness) -> None:
         woken = self._wake
         assert woken is not None
-        while liveness.state is not LeaseState.LOST:
+        while liveness.state is not LeaseState.LOST and not self._stopping:
             wake = min(liveness.next_heartbeat(), liveness.deadline)
             if not self._urgent:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), max(0.0, wake - self._clock()))
             woken.clear()
+            if self._stopping:
+                return
             now = self._clock()
             if self._changed(liveness.tick(now)):
                 continue
@@ -198,7 +218,8 @@ class AsyncKeepAlive:
                     max(0.001, liveness.deadline - now),
                 )
             except SessionLeaseExpired as dead:
-                self._changed(liveness.dead(dead.reason))
+                if not self._stopping:
+                    self._changed(liveness.dead(dead.reason))
             except TimeoutError:
                 self._changed(liveness.failed(self._clock(), "no answer before the deadline"))
             except CoordinatorError as failure:
@@ -210,7 +231,9 @@ class AsyncKeepAlive:
     async def _watch(self, liveness: Liveness, stream: str, after: str) -> None:
         block = min(WATCH_BLOCK, self._coordinator.settings.socket_timeout / 2)
         agent, sid = self._session.agent_id, self._session.session_id
-        while liveness.state is not LeaseState.LOST:
+        # Ends at stop() even when the cancellation of a blocked read is swallowed (a
+        # cancel racing redis-py's read timeout): each read lasts at most ``block``.
+        while liveness.state is not LeaseState.LOST and not self._stopping:
             try:
                 entries = await self._coordinator.execute(watch_op(stream, after, block))
             except CoordinatorError as failure:
@@ -222,6 +245,8 @@ class AsyncKeepAlive:
                     self._wake.set()
                 await asyncio.sleep(JEOPARDY_RETRY)
                 continue
+            if self._stopping:
+                return
             for entry_id, fields in entries:
                 after = entry_id
                 reason = death_reason(fields, agent, sid)
