@@ -170,6 +170,8 @@ class ErrorBody(ToolOutput):
         "session_lease_expired",
         "session_already_active",
         "conflict",
+        "reservation_conflict",
+        "reservation_not_held",
         "unavailable",
         "access_denied",
         "internal_error",
@@ -192,6 +194,12 @@ class ErrorBody(ToolOutput):
         description="unavailable: the write may have happened; retry it with the same request_id.",
     )
     expires_at: datetime | None = None
+    holders: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="reservation_conflict: every conflicting holder (agent_id, session_id, "
+        "reservation_id, resources, mode, expires_in) and, with waiting true, earlier "
+        "queued claims.",
+    )
 
 
 # --- conversions -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from coordinator.aio import AsyncCoordinator
 from coordinator.errors import CoordinatorError
 from coordinator.keepalive import AsyncKeepAlive
 from coordinator.liveness import LeaseState
+from coordinator.mcp import reservations as _reservation_tools  # noqa: F401 (registers tools)
 from coordinator.mcp.holder import SessionHolder
 from coordinator.mcp.schemas import ErrorBody, ToolOutput, project_output
 from coordinator.mcp.tools import TOOLS, ToolContext, ToolSpec, error_body

@@ -27,6 +27,8 @@ from coordinator.errors import (
     CoordinatorError,
     CoordinatorUnavailable,
     InvalidInputError,
+    ReservationConflict,
+    ReservationNotHeld,
     SessionAlreadyActive,
     SessionLeaseExpired,
 )
@@ -146,6 +148,14 @@ def error_body(exc: Exception) -> ErrorBody:
             expected_version=exc.expected_version,
             current=project_output(exc.agent_id, exc.current),
         )
+    if isinstance(exc, ReservationConflict):
+        return ErrorBody(
+            error="reservation_conflict",
+            message=str(exc),
+            holders=[h.model_dump() for h in (*exc.holders, *exc.waiting)],
+        )
+    if isinstance(exc, ReservationNotHeld):
+        return ErrorBody(error="reservation_not_held", message=str(exc))
     if isinstance(exc, CoordinatorUnavailable):
         return ErrorBody(error="unavailable", message=str(exc), maybe_applied=exc.maybe_applied)
     if isinstance(exc, AccessDenied):
