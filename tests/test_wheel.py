@@ -125,4 +125,16 @@ def test_demo_runs_from_a_fresh_virtualenv_without_redis(
     assert "Traceback" not in result.stderr
     assert "ok: every emitted event was persisted exactly once" in result.stdout
     assert "MISMATCH" not in result.stdout
+    assert "local stack up: valkey 9." in result.stdout  # the core install's server
     assert not (tmp_path / "data").exists()  # a throwaway stack, not the user's
+    # Redis 6.2 is an extra: without it, choosing it is a usage error naming the fix.
+    refused = subprocess.run(
+        [str(installed.console), "demo", "--server-binary", "redis"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(tmp_path),
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "agent-coordinator[redis6]" in refused.stderr

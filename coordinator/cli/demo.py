@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from coordinator.cli.base import handles_errors
+from coordinator.cli.base import handles_errors, server_binary_option
 from coordinator.cli.output import LEASE_HEADERS, emit_table, lease_row
 
 if TYPE_CHECKING:
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
 
 
 @click.command("demo")
+@server_binary_option
 @handles_errors
-def demo_command() -> None:
+def demo_command(server_binary: Path | None) -> None:
     """Show the whole system working, with no Redis needed, in a few seconds.
 
     Starts a throwaway stack (redis-server and the worker in a temporary directory);
@@ -27,7 +29,7 @@ def demo_command() -> None:
     from coordinator.local.demo import run_demo  # spawns processes: import only when asked
 
     try:
-        report = run_demo(say=click.echo)
+        report = run_demo(say=click.echo, server_binary=server_binary)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from None
     print_report(report)

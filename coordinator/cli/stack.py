@@ -10,7 +10,7 @@ from types import FrameType
 
 import click
 
-from coordinator.cli.base import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors, server_binary_option
 from coordinator.errors import StackRunning
 from coordinator.local.stack import LocalStack
 from coordinator.paths import default_data_dir
@@ -34,10 +34,15 @@ from coordinator.settings import Settings
     type=click.IntRange(1, 65535),
     help="Serve the worker's Prometheus metrics here.",
 )
+@server_binary_option
 @click.pass_obj
 @handles_errors
 def up_command(
-    state: CliState, data_dir: Path | None, port: int | None, metrics_port: int | None
+    state: CliState,
+    data_dir: Path | None,
+    port: int | None,
+    metrics_port: int | None,
+    server_binary: Path | None,
 ) -> None:
     """Run Redis and the event worker (with the lease reaper) until Ctrl-C.
 
@@ -48,7 +53,13 @@ def up_command(
     folder = (data_dir or default_data_dir()).expanduser()
     namespace = Settings.from_env(namespace=state.namespace).namespace
     worker_args = () if metrics_port is None else ("--metrics-port", str(metrics_port))
-    stack = LocalStack(folder, namespace=namespace, port=port, worker_args=worker_args)
+    stack = LocalStack(
+        folder,
+        namespace=namespace,
+        port=port,
+        worker_args=worker_args,
+        server_binary=server_binary,
+    )
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -70,6 +81,7 @@ def up_command(
         click.echo(
             f"  redis   {info.redis_url}" + (f"  (or {info.unix_url})" if info.unix_url else "")
         )
+        click.echo(f"  server  {stack.server_name()}")
         click.echo(f"  events  {info.sink_url}")
         click.echo("other processes connect with:")
         for name, value in info.environment().items():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 
 import click
 
-from coordinator.cli.base import CliState, handles_errors
+from coordinator.cli.base import CliState, handles_errors, server_binary_option
 from coordinator.cli.output import emit_json
 from coordinator.verify import VerifyOptions, run_verify
 from coordinator.verify.nemesis import NEMESES
@@ -58,6 +59,7 @@ from coordinator.verify.nemesis import NEMESES
 )
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed of the random choices.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@server_binary_option
 @click.pass_context
 @handles_errors
 def verify_command(
@@ -73,6 +75,7 @@ def verify_command(
     verify_sink: str | None,
     seed: int | None,
     as_json: bool,
+    server_binary: Path | None,
 ) -> None:
     """Check the coordinator's guarantees under faults, Jepsen-style.
 
@@ -105,6 +108,7 @@ def verify_command(
         nemesis_interval=interval,
         worker=worker,
         sink_url=verify_sink,
+        server_binary=server_binary,
     )
     where = "a throwaway embedded redis-server" if url is None else "the given Redis"
     click.echo(

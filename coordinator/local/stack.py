@@ -26,7 +26,7 @@ import redis
 
 from coordinator.errors import DataDirInUse, EmbeddedRedisError, StackError, StackRunning
 from coordinator.keys import KeySpace
-from coordinator.local.embedded import EmbeddedRedis
+from coordinator.local.embedded import EmbeddedRedis, server_kind
 from coordinator.paths import default_sink_url
 from coordinator.processes import die_with_parent, free_port, pid_alive, terminate
 
@@ -86,8 +86,10 @@ class LocalStack:
         port: int | None = None,
         worker: bool = True,
         worker_args: tuple[str, ...] = (),
+        server_binary: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.expanduser().resolve()
+        self.server_binary = server_binary
         self.namespace = namespace
         self.port = port
         self.with_worker = worker
@@ -103,12 +105,19 @@ class LocalStack:
         self.consumer = f"local-stack-{os.getpid()}"
         self.info: StackInfo | None = None
 
+    def server_name(self) -> str:
+        """``valkey 9.1.2``: the running server's kind and version."""
+        if self.redis is None:
+            return "no server"
+        kind = server_kind(self.redis.binary)
+        return f"{kind} {'.'.join(map(str, self.redis.version))}"
+
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> StackInfo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port = self.port or self._remembered_port() or free_port()
-        server = EmbeddedRedis(self.data_dir / "redis", port=port)
+        server = EmbeddedRedis(self.data_dir / "redis", port=port, binary=self.server_binary)
         try:
             server.start()
         except DataDirInUse:

@@ -62,6 +62,8 @@ class VerifyOptions:
     duration: float = 10.0
     clients: int = 4
     redis_url: str | None = None
+    #: The embedded server's binary (None: ``EmbeddedRedis``'s default).
+    server_binary: Path | None = None
     #: Names from :data:`NEMESES` (``all``: every one the target supports).
     nemeses: Sequence[str] = ()
     seed: int | None = None
@@ -132,7 +134,9 @@ def _run(
     namespace = f"verify-{secrets.token_hex(4)}"
     embedded: EmbeddedRedis | None = None
     if options.redis_url is None:
-        embedded = EmbeddedRedis(folder / "redis", port=0, appendonly=True)
+        embedded = EmbeddedRedis(
+            folder / "redis", port=0, appendonly=True, binary=options.server_binary
+        )
         embedded.start()
         cleanup.callback(embedded.stop)
         url = embedded.url
