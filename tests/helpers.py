@@ -52,7 +52,7 @@ def _label(binary: Path) -> str:
 
 BINARIES = _binaries()
 #: Run every test on every server (``COORDINATOR_TEST_FULL_MATRIX=1``); otherwise tests
-#: marked ``slow`` run on :data:`SLOW_SERVERS` only (CI time).
+#: marked ``slow`` and the cluster variants run on :data:`SLOW_SERVERS` only (CI time).
 FULL_MATRIX = os.environ.get("COORDINATOR_TEST_FULL_MATRIX") == "1"
 #: The representative subset for slow tests: the oldest Redis and Valkey (the
 #: servers whose behaviour differs most); Redis 7.0 sits between them.

@@ -31,6 +31,9 @@ from coordinator.local.cluster import EmbeddedCluster
 from coordinator.local.sentinel import EmbeddedSentinel
 from tests.helpers import AsyncAsSync, snapshot
 
+#: Many processes (or many generated cases): Redis 6.2 and Valkey in CI (conftest).
+pytestmark = pytest.mark.slow
+
 FAST = {"wait_timeout": 0.3, "socket_timeout": 5, "retry_attempts": 1}
 
 

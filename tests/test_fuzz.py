@@ -24,6 +24,9 @@ from coordinator.settings import Settings
 from coordinator.sinks import sink_from_url
 from coordinator.verify import VerifyOptions, VerifyReport
 
+#: Many processes (or many generated cases): Redis 6.2 and Valkey in CI (conftest).
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=40,
     deadline=None,

@@ -18,6 +18,9 @@ from coordinator.local.sentinel import EmbeddedSentinel
 from coordinator.scripts import sources
 from tests.helpers import AsyncAsSync
 
+#: Many processes (or many generated cases): Redis 6.2 and Valkey in CI (conftest).
+pytestmark = pytest.mark.slow
+
 #: Retries that span a failover (sentinels notice a dead primary after 1.5 s here).
 RIDE_THROUGH = {
     "retry_attempts": 60,

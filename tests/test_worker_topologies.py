@@ -29,6 +29,9 @@ from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
 from tests.helpers import RunningWorker, wait_until
 
+#: Many processes (or many generated cases): Redis 6.2 and Valkey in CI (conftest).
+pytestmark = pytest.mark.slow
+
 NAMESPACE = "test"
 KEYS = KeySpace(NAMESPACE, 16)
 
