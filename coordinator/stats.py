@@ -496,10 +496,8 @@ def server_identity(info: Mapping[str, Any]) -> ServerIdentity:
     ``server_name`` (as in ``HELLO``) and reports its own version as
     ``valkey_version``; Redis (which sets no ``server_name`` before 8) in
     ``redis_version``."""
-    redis_version = str(info.get("redis_version", "unknown"))
-    kind = str(info.get("server_name") or "redis").lower()
-    version = str(info.get(f"{kind}_version") or redis_version)
-    return ServerIdentity(kind, version, redis_version)
+    facts = server_facts(info)[0]  # the one parser of kind and version
+    return ServerIdentity(facts.kind, facts.version, str(info.get("redis_version", "unknown")))
 
 
 def _identity(info: Mapping[str, Any]) -> tuple[ServerIdentity, int]:
