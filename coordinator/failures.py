@@ -239,6 +239,10 @@ def retryable(exc: BaseException) -> bool:
     sent again."""
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
         return False  # redis-py files them under ConnectionError; retrying cannot help
+    if isinstance(exc, rx.NoScriptError):
+        # The script did not run. The shells load it and run it again at once; this is
+        # a second NOSCRIPT (scripts flushed again in between): try again after backoff.
+        return True
     return isinstance(exc, RETRYABLE) or error_code(exc) == "NOREPLICAS" or read_only(exc)
 
 
@@ -285,6 +289,7 @@ def not_applied(exc: BaseException) -> bool:
     if isinstance(
         exc,
         rx.BusyLoadingError
+        | rx.NoScriptError
         | rx.ReadOnlyError
         | rx.TryAgainError
         | rx.ClusterDownError

@@ -174,3 +174,26 @@ def test_a_retried_write_stays_maybe_applied_when_a_later_attempt_was_refused(
     assert c.get_current_project("agent-1").version == 1  # it was applied
     c.close()
     inner.close()
+
+
+def test_scripts_flushed_again_while_reloading_are_loaded_once_more(redis_url: str) -> None:
+    # SCRIPT FLUSH between the reload and the rerun (a flush storm, a restart loop):
+    # the second NOSCRIPT proves the script did not run, so the call is sent again.
+    with Coordinator.from_url(redis_url, namespace="test", retry_backoff=0.001) as c:
+        s = c.start_session("agent-1")
+        client = c.redis()
+        load = client.script_load
+        flushed: list[str] = []
+
+        def load_then_flush(script: str) -> Any:
+            sha = load(script)
+            if not flushed:
+                flushed.append(sha)
+                client.script_flush()
+            return sha
+
+        client.script_flush()
+        client.script_load = load_then_flush  # type: ignore[method-assign]
+        assert c.set_current_project("agent-1", "p", s.session_id).version == 1
+        assert flushed
+        assert c.get_current_project("agent-1").version == 1  # type: ignore[union-attr]
