@@ -227,6 +227,21 @@ class AsyncKeepAlive:
             else:
                 self._session = session
                 self._changed(liveness.confirmed(now, session.ttl))
+                await self._renew_reservations()
+
+    async def _renew_reservations(self) -> None:
+        """Renew the session's reservations with its lease (each by its own ttl). A
+        failure is logged, not fatal: the lease is what the keep-alive holds."""
+        try:
+            await self._coordinator.renew_reservations(
+                self._session.agent_id, self._session.session_id
+            )
+        except CoordinatorError as failure:
+            logger.warning(
+                "keep-alive of %s: renewing reservations failed: %s",
+                self._session.session_id,
+                failure,
+            )
 
     async def _watch(self, liveness: Liveness, stream: str, after: str) -> None:
         block = min(WATCH_BLOCK, self._coordinator.settings.socket_timeout / 2)

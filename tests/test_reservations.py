@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -401,4 +402,22 @@ def test_the_worker_releases_dead_sessions_reservations_and_persists_the_audit(
         assert sink.count("test", event_type="reservation_granted") == 5
         assert sink.count("test", event_type="audit_anomaly") == 0
     assert worker.metrics.reservations_reaped == 5
+    client.close()
+
+
+@pytest.mark.single_node
+def test_the_keep_alive_renews_the_sessions_reservations(redis_url: str) -> None:
+    from coordinator import Coordinator
+
+    client = Coordinator.from_url(redis_url, namespace="test", lease_ttl=30)
+    session = client.start_session("agent-1")
+    held = client.reserve("agent-1", session.session_id, "proj", ["src/"], ttl=0.5)
+    with client.keep_alive(session, interval=0.1):
+        # Renewed past its first deadline, more than once.
+        wait_until(
+            lambda: (
+                [r.expires_at for r in client.list_reservations()]
+                > [held.expires_at + timedelta(seconds=1)]
+            )
+        )
     client.close()
