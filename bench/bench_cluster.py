@@ -273,7 +273,7 @@ def memory(target: EmbeddedRedis | EmbeddedCluster, agents: int) -> dict[str, An
         "events": events,
         "bytes_per_agent": round((trimmed - baseline) / agents),
         "bytes_per_event": round((loaded - trimmed) / events),
-        "note": "lease hash + agent hash (record, fencing counter) + lease-index entry; "
+        "note": "lease hash + agent hash (record) + fencing-counter key + lease-index entry; "
         "metadata {'host': 'h-N'}, 14-character agent ids, project names of 11 chars",
     }
 
