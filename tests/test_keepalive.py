@@ -32,6 +32,7 @@ from tests.helpers import BINARIES, url_of, wait_until
 RARE = 600.0
 
 
+@pytest.mark.cluster
 def test_sync_keep_alive_notices_a_revoke_without_a_heartbeat(redis_url: str) -> None:
     with Coordinator.from_url(redis_url, namespace="test") as c:
         s = c.start_session("agent-1", ttl=3 * RARE)
@@ -49,6 +50,7 @@ def test_sync_keep_alive_notices_a_revoke_without_a_heartbeat(redis_url: str) ->
         assert seen == [LeaseState.LOST]
 
 
+@pytest.mark.cluster
 def test_async_keep_alive_notices_a_supersede_without_a_heartbeat(redis_url: str) -> None:
     async def main() -> None:
         async with AsyncCoordinator.from_url(redis_url, namespace="test") as c:

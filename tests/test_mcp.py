@@ -2,7 +2,7 @@
 share one embedded Redis. A session started in one is visible in the others, a stale
 ``expected_version`` is an ``isError`` result with the current record, an operator
 revoke reaches the holder as a log notification, a killed server's lease expires into a
-``session_expired`` event, and disconnecting ends the session. The tool names and
+``session_expired`` event, and disconnecting (or SIGTERM) ends the session. The tool names and
 schemas are pinned in ``tests/data/mcp_tools.json`` (``UPDATE_MCP_TOOLS=1`` rewrites it).
 """
 
@@ -129,6 +129,14 @@ def test_three_servers_share_one_redis(server: EmbeddedRedis) -> None:
             )
             expired = await b.ok("recent_events", agent_id="agent-c", event_type="session_expired")
             assert len(expired["events"]) == 1
+
+            # SIGTERM (how a client stops a server that does not exit): the session ends
+            with suppress(Exception):
+                async with connect(url, "--agent-id", "agent-d") as d:
+                    assert (await d.ok("lease_status"))["alive"]
+                    os.kill(server_pid("agent-d"), signal.SIGTERM)
+                    wait_until(lambda: library.get_agent_events("agent-d", "session_ended"))
+            assert library.list_leases("agent-d") == []
 
             # B has no session until it starts one; bad input is the library's one line
             error, body = await b.call("set_project", project="p")

@@ -12,6 +12,8 @@ import asyncio
 import json
 import logging
 import re
+import signal
+from contextlib import suppress
 from typing import Any, Final
 
 import mcp_types as types
@@ -301,6 +303,14 @@ def _body(failure: Exception) -> dict[str, Any]:
 
 
 async def serve(settings: Settings, agent_id: str | None = None) -> None:
-    """Run the stdio server on ``settings`` until the client disconnects."""
+    """Run the stdio server on ``settings`` until the client disconnects, or SIGTERM /
+    SIGHUP arrives; either way the connection's session is ended."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(signum, main.cancel)
     async with AsyncCoordinator(settings) as coordinator:
-        await CoordinatorMCP(coordinator, agent_id).run()
+        with suppress(asyncio.CancelledError):
+            await CoordinatorMCP(coordinator, agent_id).run()
