@@ -193,3 +193,34 @@ def test_a_full_cluster_serves_new_clients_and_reads(
         for node in redis_server.nodes:
             with node.client() as r:
                 r.config_set("maxmemory", 0)
+
+
+def test_a_first_worker_drains_a_full_server_that_has_no_consumer_groups(
+    redis_url: str, fill: Callable[..., None], raw: redis.Redis, tmp_path: Path
+) -> None:
+    """No worker ever ran, the streams filled the server: the groups cannot be created
+    (XGROUP CREATE needs memory), so the worker persists the streams by XRANGE and
+    trims them, then creates the groups in the memory it freed."""
+    with Coordinator.from_url(redis_url, namespace=NS) as client:
+        for i in range(100):
+            s = client.start_session(f"agent-{i}")
+            for n in range(9):
+                client.set_current_project(f"agent-{i}", f"p{n}", s.session_id)
+        streams = [client.keys.stream(s) for s in range(client.keys.shards)]
+    backlog = sum(int(raw.memory_usage(stream, samples=0) or 0) for stream in streams)
+    fill(backlog // 4)
+    with pytest.raises(redis.OutOfMemoryError):
+        raw.xgroup_create(streams[0], "coordinator", id="0")
+    sink_url = f"sqlite:///{tmp_path / 'events.db'}"
+    drained = CliRunner().invoke(
+        cli,
+        ["--redis-url", redis_url, "--namespace", NS, "--sink-url", sink_url, "worker", "--burst"],
+    )
+    assert drained.exit_code == 0, drained.output
+    with sink_from_url(sink_url) as sink:
+        assert sink.count(NS) == 1000
+        assert sink.count(NS, "audit_anomaly") == 0
+    assert sum(raw.xlen(stream) for stream in streams) == 0
+    assert all(raw.xinfo_groups(stream) for stream in streams)
+    with Coordinator.from_url(redis_url, namespace=NS) as client:
+        assert client.start_session("agent-0").fencing_token == 2  # writes work again

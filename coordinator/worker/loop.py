@@ -64,7 +64,7 @@ from coordinator.sinks import Sink, sink_from_url
 from coordinator.sinks.process import ProcessSink
 from coordinator.sinks.sqlite import SQLiteSink
 from coordinator.stats import oldest_pending_age, trim_point
-from coordinator.timestamps import stream_id_key
+from coordinator.timestamps import next_stream_id, stream_id_key
 from coordinator.worker.metrics import MetricsServer, WorkerMetrics
 from coordinator.worker.options import WorkerOptions, default_consumer
 from coordinator.worker.watch import RegressionWatch, anomaly_row
@@ -252,6 +252,7 @@ class EventWorker:
     # --- reading -------------------------------------------------------------------
 
     async def _ensure_groups(self) -> None:
+        missing = []
         for stream in self.streams:
             try:
                 await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
@@ -264,17 +265,46 @@ class EventWorker:
                 # may well exist, and then reading and acknowledging (which Redis
                 # still allows) is how memory gets freed.
                 if not await self._has_group(stream):
-                    raise RedisOutOfMemory(
-                        f"Redis at {self.settings.safe_redis_url} is out of memory: cannot "
-                        f"create the consumer group of {stream}"
-                    ) from exc
+                    missing.append(stream)
+        for stream in missing:  # all of them first: each frees part of what is needed
+            await self._drain_ungrouped(stream)
+        for stream in missing:
+            with suppress(ResponseError):  # BUSYGROUP, or out of memory still
+                await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            if not await self._has_group(stream):
+                raise RedisOutOfMemory(
+                    f"Redis at {self.settings.safe_redis_url} is out of memory: cannot "
+                    f"create the consumer group of {stream}"
+                )
 
     async def _has_group(self, stream: str) -> bool:
         try:
             groups = await self._client.xinfo_groups(stream)
         except ResponseError:  # no such stream
             return False
-        return any(_text(g["name"]) == self.group for g in groups)
+        return any(g["name"] == self.group for g in groups)  # decode_responses
+
+    async def _drain_ungrouped(self, stream: str) -> None:
+        """At maxmemory a stream no worker ever read cannot get its group: persist it by
+        ``XRANGE`` and trim (allowed at the limit) only what the sink holds, up to the
+        first entry it cannot take (dead-lettering needs memory)."""
+        shard = self.streams[stream]
+        while not self.stopping:
+            items = await self._client.xrange(stream, "-", "+", count=self.options.batch)
+            if not items:
+                break
+            entries: list[Entry] = [(shard, entry_id, fields) for entry_id, fields in items]
+            rows, bad = self._prepare(entries)
+            refused = await self._persist(rows)
+            failed = {e[1] for e, _ in bad} | {row[2] for row, _ in refused}
+            keep = min(failed, key=stream_id_key) if failed else next_stream_id(items[-1][0])
+            persisted = [row for row in rows if stream_id_key(row[2]) < stream_id_key(keep)]
+            if persisted:
+                await self._check_regressions(persisted)
+            removed = await self._client.xtrim(stream, minid=keep, approximate=False)
+            log.warning("out of memory, %s has no group: persisted, trimmed %d", stream, removed)
+            if failed:
+                break
 
     async def _read_new(self) -> bool:
         """Read one batch of new entries and start persisting it; False when there
@@ -546,9 +576,7 @@ class EventWorker:
         )
         try:
             moved = await self.coordinator.execute(op)
-        except RedisOutOfMemory as exc:
-            # The dead-letter stream cannot grow at maxmemory: the entry stays pending
-            # (claimed again later) while the rest is acknowledged and trimmed.
+        except RedisOutOfMemory as exc:  # it stays pending (claimed later); the rest is acked
             self._log_outage("dead-lettering (out of memory)", exc)
             return
         if moved:
@@ -786,10 +814,6 @@ def _stream_pairs(reply: Any) -> list[tuple[str, Any]]:
     if isinstance(reply, dict):
         return list(reply.items())
     return [(pair[0], pair[1]) for pair in reply]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def one_line(exc: BaseException) -> str:
