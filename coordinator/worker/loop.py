@@ -64,7 +64,8 @@ from coordinator.sinks import Sink, sink_from_url
 from coordinator.sinks.process import ProcessSink
 from coordinator.sinks.sqlite import SQLiteSink
 from coordinator.stats import oldest_pending_age, trim_point
-from coordinator.timestamps import next_stream_id, stream_id_key
+from coordinator.timestamps import stream_id_key
+from coordinator.worker.groups import ensure_groups
 from coordinator.worker.metrics import MetricsServer, WorkerMetrics
 from coordinator.worker.options import WorkerOptions, default_consumer
 from coordinator.worker.watch import RegressionWatch, anomaly_row
@@ -252,59 +253,22 @@ class EventWorker:
     # --- reading -------------------------------------------------------------------
 
     async def _ensure_groups(self) -> None:
-        missing = []
-        for stream in self.streams:
-            try:
-                await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if error_code(exc) == "BUSYGROUP":
-                    continue
-                if not out_of_memory(exc):
-                    raise
-                # At maxmemory Redis refuses XGROUP CREATE before looking: the group
-                # may well exist, and then reading and acknowledging (which Redis
-                # still allows) is how memory gets freed.
-                if not await self._has_group(stream):
-                    missing.append(stream)
-        for stream in missing:  # all of them first: each frees part of what is needed
-            await self._drain_ungrouped(stream)
-        for stream in missing:
-            with suppress(ResponseError):  # BUSYGROUP, or out of memory still
-                await self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
-            if not await self._has_group(stream):
-                raise RedisOutOfMemory(
-                    f"Redis at {self.settings.safe_redis_url} is out of memory: cannot "
-                    f"create the consumer group of {stream}"
-                )
+        await ensure_groups(
+            self._client, self.streams, self.group, self.options.batch,
+            self._store_ungrouped, self.settings.safe_redis_url,
+        )  # fmt: skip
 
-    async def _has_group(self, stream: str) -> bool:
-        try:
-            groups = await self._client.xinfo_groups(stream)
-        except ResponseError:  # no such stream
-            return False
-        return any(g["name"] == self.group for g in groups)  # decode_responses
-
-    async def _drain_ungrouped(self, stream: str) -> None:
-        """At maxmemory a stream no worker ever read cannot get its group: persist it by
-        ``XRANGE`` and trim (allowed at the limit) only what the sink holds, up to the
-        first entry it cannot take (dead-lettering needs memory)."""
-        shard = self.streams[stream]
-        while not self.stopping:
-            items = await self._client.xrange(stream, "-", "+", count=self.options.batch)
-            if not items:
-                break
-            entries: list[Entry] = [(shard, entry_id, fields) for entry_id, fields in items]
-            rows, bad = self._prepare(entries)
-            refused = await self._persist(rows)
-            failed = {e[1] for e, _ in bad} | {row[2] for row, _ in refused}
-            keep = min(failed, key=stream_id_key) if failed else next_stream_id(items[-1][0])
-            persisted = [row for row in rows if stream_id_key(row[2]) < stream_id_key(keep)]
-            if persisted:
-                await self._check_regressions(persisted)
-            removed = await self._client.xtrim(stream, minid=keep, approximate=False)
-            log.warning("out of memory, %s has no group: persisted, trimmed %d", stream, removed)
-            if failed:
-                break
+    async def _store_ungrouped(self, shard: int, items: Sequence[tuple[str, Any]]) -> str | None:
+        """Persist entries read without a group (:mod:`coordinator.worker.groups`);
+        the id of the first one the sink could not take, or None."""
+        rows, bad = self._prepare([(shard, entry_id, fields) for entry_id, fields in items])
+        refused = await self._persist(rows)
+        failed = {e[1] for e, _ in bad} | {row[2] for row, _ in refused}
+        first = min(failed, key=stream_id_key) if failed else None
+        kept = [r for r in rows if first is None or stream_id_key(r[2]) < stream_id_key(first)]
+        if kept:
+            await self._check_regressions(kept)
+        return first
 
     async def _read_new(self) -> bool:
         """Read one batch of new entries and start persisting it; False when there
