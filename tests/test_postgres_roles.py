@@ -4,6 +4,7 @@ it; a role that cannot create the tables gets a typed error, not an endless retr
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ def database() -> Iterator[str]:
 
     problem = postgres_reachable()
     if problem is not None:
+        if os.environ.get("COORDINATOR_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL at {PG_URL} is required (CI) but unreachable: {problem}")
         pytest.skip(f"PostgreSQL at {PG_URL} unreachable: {problem}")
     import psycopg
 
