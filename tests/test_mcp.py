@@ -234,3 +234,15 @@ def test_mcp_command_refuses_a_bad_agent_id() -> None:
     )
     assert result.exit_code == 2
     assert "invalid agent_id" in result.output
+
+
+def test_mcp_command_without_the_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(sys.modules):
+        if name == "mcp" or name.startswith(("mcp.", "coordinator.mcp")):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mcp", None)  # import mcp raises ImportError
+    result = CliRunner().invoke(cli, ["--redis-url", "redis://127.0.0.1:1", "mcp"])
+    assert result.exit_code == 1
+    assert "pip install 'agent-coordinator[mcp]'" in result.output
