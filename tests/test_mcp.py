@@ -77,7 +77,8 @@ async def connect(url: str, *args: str, **env: str) -> AsyncIterator[Client]:
 
 
 def server_pid(marker: str) -> int:
-    """The pid of this test's ``coordinator mcp`` child whose command line has ``marker``."""
+    """The pid of this test's ``coordinator mcp`` child serving agent ``marker`` (named on
+    its command line or in ``COORDINATOR_AGENT_ID``)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -85,7 +86,11 @@ def server_pid(marker: str) -> int:
             stat = (entry / "stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if ppid == os.getpid() and b"mcp" in cmdline and marker.encode() in cmdline:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            mine = (
+                marker.encode() in cmdline or b"COORDINATOR_AGENT_ID=" + marker.encode() in environ
+            )
+            if ppid == os.getpid() and b"mcp" in cmdline and mine:
                 return int(entry.name)
     raise AssertionError(f"no coordinator mcp process with {marker!r}")
 
@@ -132,7 +137,7 @@ def test_three_servers_share_one_redis(server: EmbeddedRedis) -> None:
 
             # SIGTERM (how a client stops a server that does not exit): the session ends
             with suppress(Exception):
-                async with connect(url, "--agent-id", "agent-d") as d:
+                async with connect(url, COORDINATOR_AGENT_ID="agent-d") as d:
                     assert (await d.ok("lease_status"))["alive"]
                     os.kill(server_pid("agent-d"), signal.SIGTERM)
                     wait_until(lambda: library.get_agent_events("agent-d", "session_ended"))
@@ -198,6 +203,12 @@ def test_three_servers_share_one_redis(server: EmbeddedRedis) -> None:
             with anyio.fail_after(30):
                 while not b.logs:
                     await anyio.sleep(0.01)
+                error, body = await b.call("set_project", project="while down")
+                assert (error, body["error"], body["lease_state"]) == (
+                    True,
+                    "unavailable",
+                    "jeopardy",
+                )
                 server.start()
                 while len(b.logs) < 2:
                     await anyio.sleep(0.01)

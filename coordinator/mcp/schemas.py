@@ -194,6 +194,11 @@ class ErrorBody(ToolOutput):
         description="unavailable: the write may have happened; retry it with the same request_id.",
     )
     expires_at: datetime | None = None
+    lease_state: str | None = Field(
+        default=None,
+        description="A write that failed while this connection's lease is in jeopardy "
+        "(heartbeats failing, not yet expired) says so here.",
+    )
     holders: list[dict[str, Any]] | None = Field(
         default=None,
         description="reservation_conflict: every conflicting holder (agent_id, session_id, "

@@ -168,7 +168,11 @@ class CoordinatorMCP:
             args = spec.input.model_validate(params.arguments or {})
             return _result(await spec.run(self._context, args))
         except Exception as failure:
-            return _result(error_body(failure), error=True)
+            body = error_body(failure)
+            state = self.holder.state
+            if not spec.read_only and state is LeaseState.JEOPARDY:
+                body = body.model_copy(update={"lease_state": state.value})
+            return _result(body, error=True)
 
     async def _list_resources(
         self, ctx: Any, params: types.PaginatedRequestParams | None
