@@ -30,7 +30,14 @@ from coordinator.local.cluster import EmbeddedCluster
 from coordinator.server import server_facts, server_warnings, with_config
 from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
-from tests.helpers import BINARIES, RunningWorker, snapshot, wait_until
+from tests.helpers import (
+    BINARIES,
+    FULL_MATRIX,
+    SLOW_SERVERS,
+    RunningWorker,
+    snapshot,
+    wait_until,
+)
 
 NS = "test"
 
@@ -168,7 +175,11 @@ def test_server_facts_of_valkey_a_cluster_and_no_info() -> None:
 # --- what eviction does, and the regression watch that catches it -------------------------
 
 
-@pytest.mark.parametrize("binary", [b for _, b in BINARIES], ids=[label for label, _ in BINARIES])
+_SLOW = [(label, b) for label, b in BINARIES if FULL_MATRIX or label in SLOW_SERVERS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("binary", [b for _, b in _SLOW], ids=[label for label, _ in _SLOW])
 def test_the_regression_watch_catches_what_eviction_reissued(tmp_path: Path, binary: Path) -> None:
     """allkeys-lru and a small maxmemory, opted in: filler data makes Redis evict agent
     hashes (fencing counter and project record). New sessions then get fencing tokens

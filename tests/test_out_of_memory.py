@@ -83,6 +83,7 @@ def test_a_full_server_serves_new_clients_reads_and_refuses_writes_cleanly(
     assert reader.end_session("agent-1", session.session_id) is True  # its first write: DEL
 
 
+@pytest.mark.slow
 def test_on_a_full_server_the_cli_reads_and_a_new_worker_frees_memory(
     redis_url: str, fill: Callable[[], None], raw: redis.Redis, tmp_path: Path
 ) -> None:
@@ -195,6 +196,7 @@ def test_a_full_cluster_serves_new_clients_and_reads(
                 r.config_set("maxmemory", 0)
 
 
+@pytest.mark.slow
 def test_a_first_worker_drains_a_full_server_that_has_no_consumer_groups(
     redis_url: str, fill: Callable[..., None], raw: redis.Redis, tmp_path: Path
 ) -> None:
