@@ -56,23 +56,25 @@ async def measure(url: str, wait_aof: bool, tasks: int, seconds: float) -> dict[
         url, namespace="bench", wait_aof=wait_aof, max_connections=tasks + 4
     ) as c:
 
-        async def writer(agent: str, stop: float) -> None:
+        async def prepare(agent: str) -> tuple[str, str, int]:
             session = await c.start_session(agent)
             current = await c.get_current_project(agent)
-            version = 0 if current is None else current.version
+            return agent, session.session_id, 0 if current is None else current.version
+
+        async def writer(agent: str, session_id: str, version: int, stop: float) -> None:
             n = 0
             while time.perf_counter() < stop:
                 n += 1
                 begin = time.perf_counter()
                 record = await c.set_current_project(
-                    agent, f"p{n}", session.session_id, expected_version=version
+                    agent, f"p{n}", session_id, expected_version=version
                 )
                 latencies.append(time.perf_counter() - begin)
                 version = record.version
 
-        await c.get_current_project("warm-up")
+        ready = await asyncio.gather(*(prepare(f"t{i}") for i in range(tasks)))
         begin = time.perf_counter()
-        await asyncio.gather(*(writer(f"t{i}", begin + seconds) for i in range(tasks)))
+        await asyncio.gather(*(writer(*agent, begin + seconds) for agent in ready))
         elapsed = time.perf_counter() - begin
     latencies.sort()
     return {
