@@ -24,6 +24,10 @@ from coordinator.verify.nemesis import NEMESES
     help="Client processes.",
 )  # fmt: skip
 @click.option(
+    "--reservation-clients", type=click.IntRange(0, 64), default=2, show_default=True,
+    help="Reservation client processes (each reserves and releases paths of one scope).",
+)  # fmt: skip
+@click.option(
     "--agents", type=click.IntRange(1, 1000), default=None,
     help="Agents the clients share (default: half the clients, at least 2).",
 )  # fmt: skip
@@ -66,6 +70,7 @@ def verify_command(
     ctx: click.Context,
     duration: float,
     clients: int,
+    reservation_clients: int,
     agents: int | None,
     verify_url: str | None,
     nemeses: tuple[str, ...],
@@ -85,6 +90,9 @@ def verify_command(
     be accepted from an expired, ended, superseded or revoked session, fencing tokens
     must increase, and the audit must match the operations one for one: the streams,
     and the sink after the event worker (run beside the clients) drained them.
+    Reservation clients reserve overlapping paths: never two conflicting holders at
+    once (in real time and in the audit), every grant and release audited once,
+    fencing tokens strictly increasing per scope.
 
     Exit 0: no anomaly. Exit 1: an anomaly (the shortest counter-example is printed)
     or the run failed. Exit 2: bad arguments.
@@ -100,6 +108,7 @@ def verify_command(
     options = VerifyOptions(
         duration=duration,
         clients=clients,
+        reservation_clients=reservation_clients,
         redis_url=url,
         nemeses=nemeses,
         seed=seed,

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 Outcome = Literal["ok", "fail", "unknown"]
-Kind = Literal["start", "heartbeat", "end", "revoke", "cas", "read", "reap", "error"]
+Kind = Literal[
+    "start", "heartbeat", "end", "revoke", "cas", "read", "reap", "error", "reserve", "release"
+]
 
 #: Completion time of an operation whose outcome is unknown: it never completed.
 NEVER = 2**63 - 1

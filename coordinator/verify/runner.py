@@ -45,6 +45,11 @@ from coordinator.verify.invariants import (
 )
 from coordinator.verify.nemesis import NEMESES, Nemesis, NemesisRunner, Target
 from coordinator.verify.report import VerifyReport, count_operations
+from coordinator.verify.reservations import (
+    check_reservations,
+    reservation_summary,
+    split_events,
+)
 from coordinator.verify.worker_process import WorkerProcess
 from coordinator.verify.workload import ClientPlan, run_client
 from coordinator.worker import ANOMALY_SHARD
@@ -70,6 +75,8 @@ class VerifyOptions:
     lease_ttl: float = 1.0
     #: Agents shared by the clients (default: half the clients, at least 2).
     agents: int | None = None
+    #: Reservation clients beside the others (each with an agent of its own).
+    reservation_clients: int = 2
     #: Mean seconds between two faults.
     nemesis_interval: float = 2.0
     #: Run the event worker beside the clients, drain it at the end and check the
@@ -84,6 +91,8 @@ class VerifyOptions:
             raise InvalidInputError("duration", "must be between 0 and 86400 seconds")
         if not 1 <= self.clients <= 64:
             raise InvalidInputError("clients", "must be from 1 to 64")
+        if not 0 <= self.reservation_clients <= 64:
+            raise InvalidInputError("reservation_clients", "must be from 0 to 64")
         if self.agents is not None and not 1 <= self.agents <= 1000:
             raise InvalidInputError("agents", "must be from 1 to 1000")
         if not 0.2 <= self.lease_ttl <= 60:
@@ -187,6 +196,21 @@ def _run(
         )
         for i in range(options.clients)
     ]
+    plans += [
+        ClientPlan(
+            index=i,
+            redis_url=settings.redis_url,
+            password=password,
+            namespace=namespace,
+            agents=agents,
+            lease_ttl=options.lease_ttl,
+            duration=options.duration,
+            seed=seed * 1000 + i,
+            history=str(folder / f"client-{i}.jsonl"),
+            reservations=True,
+        )
+        for i in range(options.clients, options.clients + options.reservation_clients)
+    ]
     if worker is not None:
         worker.start()
         cleanup.callback(worker.kill)
@@ -211,6 +235,8 @@ def _run(
     checking = time.monotonic()
     report.anomalies += check_all(ops, events, options.lease_ttl, origin=started)
     report.checks["checked in"] = f"{time.monotonic() - checking:.1f} s"
+    if options.reservation_clients:
+        report.checks["reservations"] = reservation_summary(ops, split_events(events)[1])
     zombies = [op for op in ops if op.zombie]
     if zombies:
         report.zombie_writes = {
@@ -366,6 +392,8 @@ def check_all(
     are milliseconds since ``origin``)."""
     merged = merge_retries(_since(op, origin) for op in ops)
     anomalies: list[Anomaly] = []
+    events, scoped = split_events(events)  # reservation events: their scope's stream
+    anomalies += check_reservations(merged, scoped)
     by_agent: dict[str, list[Operation]] = defaultdict(list)
     for op in merged:
         by_agent[op.agent].append(op)

@@ -43,6 +43,8 @@ class ClientPlan:
     history: str
     #: Pause between operations (s), so clients interleave instead of spinning.
     think: float = 0.004
+    #: A reservation client (``coordinator.verify.reservations``) instead.
+    reservations: bool = False
 
 
 class Client:
@@ -329,6 +331,11 @@ def run_client(plan: ClientPlan, ready: Any, go: Any) -> None:
         coordinator.server_time()  # connect (and load the scripts) before the clock runs
         ready.put(plan.index)
         go.wait()
-        Client(plan, coordinator).run()
+        if plan.reservations:
+            from coordinator.verify.reservations import ReservationClient
+
+            ReservationClient(plan, coordinator).run()
+        else:
+            Client(plan, coordinator).run()
     finally:
         coordinator.close()
