@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("mcp")
 
 from click.testing import CliRunner
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp_types import LoggingMessageNotificationParams
 
 from coordinator import Coordinator, EmbeddedRedis
@@ -174,6 +174,26 @@ def test_three_servers_share_one_redis(server: EmbeddedRedis) -> None:
             assert (await b.ok("get_project", agent_id="agent-a"))["version"] == 2
             read = await b.session.read_resource("coordinator://agents/agent-a/project")
             assert json.loads(read.contents[0].text)["project"] == "q"  # type: ignore[union-attr]
+            listed_resources = await b.session.list_resources()
+            assert {str(r.uri) for r in listed_resources.resources} == {
+                "coordinator://events",
+                "coordinator://agents/agent-b/project",
+                "coordinator://agents/agent-b/events",
+            }
+            templates = await b.session.list_resource_templates()
+            assert {t.uri_template for t in templates.resource_templates} == {
+                "coordinator://agents/{agent_id}/project",
+                "coordinator://agents/{agent_id}/events",
+            }
+            read = await b.session.read_resource("coordinator://agents/agent-a/events")
+            history = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+            assert [e["event_type"] for e in history][:3] == [
+                "conflict_detected",
+                "project_switched",
+                "project_set",
+            ]
+            with pytest.raises(MCPError, match="unknown resource"):
+                await b.session.read_resource("coordinator://nothing")
 
             # an operator revoke reaches the holder as a log notification, and the next
             # write says so
