@@ -7,6 +7,7 @@ Redis servers; the browser tests are in test_web_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -307,8 +308,6 @@ def test_a_fast_tail_is_coalesced_within_a_bounded_buffer() -> None:
                 )
             )
         assert len(subscription) <= 100
-    import asyncio
-
     events, dropped = asyncio.run(subscription.take())
     assert (len(events), dropped) == (100, 900)
     assert [e.agent_id for e in events] == [f"a{i}" for i in range(900, 1000)]  # the newest

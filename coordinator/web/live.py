@@ -106,4 +106,6 @@ class EventHub:
                         subscription.offer(event)
             except CoordinatorError as exc:
                 log.warning("event tail interrupted (%s); following again in %ss", exc, RETRY_DELAY)
-                await asyncio.sleep(RETRY_DELAY)
+            except Exception:  # a bug must not leave every page waiting in silence
+                log.exception("event tail failed; following again in %ss", RETRY_DELAY)
+            await asyncio.sleep(RETRY_DELAY)
