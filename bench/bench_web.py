@@ -214,6 +214,44 @@ print(done, time.monotonic() - start, flush=True)
 """
 
 
+#: The baseline follower: bare redis-py asyncio reading the same shard streams the
+#: way the dashboard's tail does (one pipeline of XRANGE per shard, 500 each), with no
+#: decoding, no fan-out and no HTML. Prints the delay (ms) of the newest entry of
+#: each read, from its stream id's time.
+BARE_FOLLOWER = """
+import asyncio, json, sys, time
+import redis.asyncio as redis
+url, namespace, shards, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+async def main():
+    r = redis.Redis.from_url(url)
+    keys = [f"{{{namespace}:{i}}}:events" for i in range(shards)]
+    last = {k: "$" for k in keys}
+    for k in keys:
+        newest = await r.xrevrange(k, count=1)
+        last[k] = newest[0][0].decode() if newest else "0-0"
+    print("ready", flush=True)
+    delays, read, start = [], 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.xrange(k, "(" + last[k], "+", count=500)
+        fresh = 0
+        for k, entries in zip(keys, await pipe.execute()):
+            if entries:
+                last[k] = entries[-1][0].decode()
+                fresh += len(entries)
+        if fresh:
+            read += fresh
+            newest = max(int(v.split("-")[0]) for v in last.values() if v != "0-0")
+            delays.append(time.time() * 1000 - newest)
+        else:
+            await asyncio.sleep(0.2)
+    print(json.dumps({"read": read, "delays": delays}), flush=True)
+    await r.aclose()
+asyncio.run(main())
+"""
+
+
 def parse_created(html: str) -> list[float]:
     return [
         datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
@@ -252,6 +290,12 @@ def bench_events(url: str, args: argparse.Namespace) -> dict[str, Any]:
         for proc in writers:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
+        bare = subprocess.Popen(
+            [sys.executable, "-c", BARE_FOLLOWER, url, "tail", "16", str(args.seconds)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert bare.stdout is not None
+        assert bare.stdout.readline().strip() == "ready"
         busy_rss: list[float] = []
         done = threading.Event()
         sampler = threading.Thread(target=sample, args=(busy_rss,))
@@ -271,6 +315,8 @@ def bench_events(url: str, args: argparse.Namespace) -> dict[str, Any]:
         for proc in writers:
             out, _ = proc.communicate(timeout=60)
             written += int(out.split()[0])
+        bare_out, _ = bare.communicate(timeout=60)
+        bare_report = json.loads(bare_out)
         messages = [d for s in live for _, d in s]
         rows = [d["html"].count('<tr class="event') for d in messages]
         skipped = [int(m) for d in messages for m in re.findall(r"… (\d+) more event", d["html"])]
@@ -292,6 +338,9 @@ def bench_events(url: str, args: argparse.Namespace) -> dict[str, Any]:
             "events_covered_per_viewer": (sum(rows) + sum(skipped)) / args.viewers,
             "delay_ms_p50": pct(delays, 0.5),
             "delay_ms_p99": pct(delays, 0.99),
+            "bare_follower_read": bare_report["read"],
+            "bare_follower_delay_ms_p50": pct(bare_report["delays"], 0.5),
+            "bare_follower_delay_ms_p99": pct(bare_report["delays"], 0.99),
             "server_cpu_share": cpu / elapsed,
             "idle_server_cpu_share": idle_cpu,
             "rss_mib_idle": max(idle_rss, default=0.0),

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from coordinator import Coordinator, EmbeddedRedis
 from coordinator.cli.main import cli
-from coordinator.models import AgentEvent, EventType
+from coordinator.events import EVENT_FIELDS
 from coordinator.settings import Settings
 from coordinator.web import WebOptions, create_app
 from coordinator.web.live import Subscription
@@ -294,23 +294,22 @@ def test_leases_and_health_live_streams_send_views(web: httpx.Client, coord: Coo
 
 def test_a_fast_tail_is_coalesced_within_a_bounded_buffer() -> None:
     subscription = Subscription(None, "project_set", buffer=100)
-    for i in range(1000):
-        for kind in ("project_set", "session_started"):
-            subscription.offer(
-                AgentEvent(
-                    agent_id=f"a{i}",
-                    session_id=None,
-                    event_type=EventType(kind),
-                    success=True,
-                    created_at="2026-01-01T00:00:00Z",
-                    shard=0,
-                    stream_id=f"{i}-0",
-                )
-            )
+
+    def entry(i: int, kind: str) -> tuple[int, str, dict[str, str]]:
+        fields = dict.fromkeys(EVENT_FIELDS, "")
+        fields.update(agent_id=f"a{i}", event_type=kind, success="1")
+        return (0, f"{i}-0", fields)
+
+    for i in range(0, 1000, 10):  # batches of 10 of each type
+        batch = [entry(j, kind) for j in range(i, i + 10) for kind in ("project_set", "x")]
+        subscription.offer(batch)
         assert len(subscription) <= 100
+    subscription.offer([(0, "2000-0", {"event_type": "project_set"})])  # malformed
     events, dropped = asyncio.run(subscription.take())
-    assert (len(events), dropped) == (100, 900)
-    assert [e.agent_id for e in events] == [f"a{i}" for i in range(900, 1000)]  # the newest
+    assert dropped == 901  # every older matching entry, counted
+    # The 99 newest well-formed ones (the malformed one is left out), oldest first.
+    assert [e.agent_id for e in events] == [f"a{i}" for i in range(901, 1000)]
+    assert len(subscription) == 0
 
 
 # --- reservations ------------------------------------------------------------------------
