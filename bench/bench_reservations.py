@@ -13,15 +13,20 @@ process and one run, rounds interleaved so a noisy neighbour hits every contende
 * redis-py ``Lock`` acquire + release (``SET NX PX`` + a Lua release), the baseline: a
   lock of one name, without fencing, audit, path conflicts or a session tie.
 
-Reported: the median pairs/s of the rounds and the ratio to the Lock.
+Reported: the median pairs/s of the rounds and the ratio to the Lock. Then, with an
+event worker running (default ``reap_interval`` 0.5 s): the time from ``end_session``
+returning to the session's reservation being gone, released by the worker's reaper
+(nobody claims the resource meanwhile), over ``--trials`` sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -30,8 +35,10 @@ from typing import Any
 
 import redis
 
-from coordinator import Coordinator, EmbeddedRedis
+from coordinator import Coordinator, EmbeddedRedis, Settings
 from coordinator.constants import DEFAULT_SHARDS
+from coordinator.sinks import sink_from_url
+from coordinator.worker import EventWorker, WorkerOptions
 
 
 def agent_for(scope: str, same_slot: bool) -> str:
@@ -54,11 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=500)
+    parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.pairs = 2, 200
+        args.rounds, args.pairs, args.trials = 2, 200, 5
 
     with tempfile.TemporaryDirectory() as folder, EmbeddedRedis(Path(folder), port=0) as server:
         coord = Coordinator.from_url(server.url, namespace="bench", lease_ttl=3600)
@@ -80,6 +88,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, body in contenders.items():
                 rates[name].append(timed(args.pairs, body))
+        release_delays = reaper_delays(server.url, Path(folder), args.trials)
         coord.close()
         raw.close()
 
@@ -90,8 +99,47 @@ def main() -> None:
         median = statistics.median(samples)
         result[name] = {"pairs_per_s": round(median), "ratio": round(median / baseline, 3)}
         print(f"{name:<45} {median:>9.0f} {median / baseline:>8.2f}")
+    ordered = sorted(release_delays)
+    p50, worst = statistics.median(ordered), ordered[-1]
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    result["end_session -> released by the reaper (s)"] = {
+        "trials": len(ordered), "p50": round(p50, 3), "p99": round(p99, 3), "max": round(worst, 3),
+    }  # fmt: skip
+    print(
+        f"end_session -> reservation released by the worker: {len(ordered)} trials, "
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def reaper_delays(url: str, folder: Path, trials: int) -> list[float]:
+    """Seconds from end_session returning to its reservation being gone (the worker's
+    reaper releases it; nothing else touches the scope)."""
+    settings = Settings.from_url(url, namespace="bench")
+    sink = sink_from_url(f"sqlite:///{folder / 'events.db'}")
+    worker = EventWorker(settings, sink, WorkerOptions(block_ms=50))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
+    thread.start()
+    coord = Coordinator.from_url(url, namespace="bench", lease_ttl=3600)
+    delays = []
+    try:
+        for i in range(trials):
+            agent = f"reaped-{i}"
+            session = coord.start_session(agent)
+            coord.reserve(agent, session.session_id, "reaped", ["src/"])
+            coord.end_session(agent, session.session_id)
+            start = time.perf_counter()
+            while coord.list_reservations("reaped"):
+                time.sleep(0.001)
+            delays.append(time.perf_counter() - start)
+    finally:
+        loop.call_soon_threadsafe(worker.request_stop)
+        thread.join(30)
+        sink.close()
+        coord.close()
+    return delays
 
 
 def _lock_pair(lock: Any) -> None:
