@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,11 +24,12 @@ from click.testing import CliRunner
 from coordinator import Coordinator, EmbeddedRedis
 from coordinator.cli.main import cli
 from coordinator.events import EVENT_FIELDS
+from coordinator.local.cluster import EmbeddedCluster
 from coordinator.settings import Settings
 from coordinator.web import WebOptions, create_app
 from coordinator.web.live import Subscription
 from coordinator.web.server import BackgroundServer
-from tests.helpers import BINARIES, wait_until
+from tests.helpers import BINARIES, crossslot_errors, wait_until
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 TOKEN = "s3cret-token-for-the-tests"
@@ -540,3 +542,35 @@ def test_health_shows_an_evicting_server_as_unsafe(
     assert "(evicts data)" in html
     assert '<li class="finding unsafe"><strong>unsafe</strong> eviction policy' in html
     assert listed.status_code == 200
+
+
+def test_the_dashboard_on_a_cluster(tmp_path: Path) -> None:
+    """Every page and the live tail on a 3-master cluster: each command names one key
+    (or one shard's keys), so the shards spread over the masters are read where they live."""
+    with EmbeddedCluster(tmp_path, appendonly=False) as cluster:
+        with Coordinator.from_url(cluster.url, namespace="test") as client:
+            for i in range(30):
+                s = client.start_session(f"agent-{i}")
+                client.set_current_project(f"agent-{i}", "proj", s.session_id)
+            settings = Settings.from_env(redis_url=cluster.url, namespace="test")
+            app = create_app(settings, WebOptions())
+            with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as web:
+                seen: list[str] = []
+                for number in (1, 2, 3):
+                    params = {"format": "json", "page": number, "page_size": 10}
+                    seen += [
+                        i["agent_id"] for i in web.get("/leases", params=params).json()["leases"]
+                    ]
+                assert sorted(seen) == sorted(f"agent-{i}" for i in range(30))
+                agent = web.get("/agent", params={"id": "agent-3", "format": "json"}).json()
+                assert agent["project"]["project_name"] == "proj"
+                assert len(web.get("/events", params={"format": "json", "limit": 100}).json()) == 60
+                health = web.get("/health", params={"format": "json"}).json()
+                assert (health["redis_mode"], health["active_leases"]) == ("cluster", 30)
+                with web.stream("GET", "/events/live", timeout=20) as resp:
+                    lines = resp.iter_lines()
+                    assert next(lines) == ": following"
+                    client.start_session("late")
+                    data = next(line for line in lines if line.startswith("data: "))
+                    assert "late" in json.loads(data[6:])["html"]
+        assert crossslot_errors(cluster) == 0
