@@ -8,6 +8,7 @@ for how a fast event stream is coalesced within bounded memory.
 
 from __future__ import annotations
 
-from coordinator.web.app import WebOptions, create_app
+from coordinator.web.app import create_app
+from coordinator.web.dashboard import WebOptions
 
 __all__ = ["WebOptions", "create_app"]
