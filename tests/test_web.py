@@ -29,7 +29,15 @@ from coordinator.settings import Settings
 from coordinator.web import WebOptions, create_app
 from coordinator.web.live import Subscription
 from coordinator.web.server import BackgroundServer
-from tests.helpers import BINARIES, crossslot_errors, wait_until
+from tests.helpers import (
+    BINARIES,
+    AclRedis,
+    acl_file_for,
+    acl_with_passwords,
+    crossslot_errors,
+    url_of,
+    wait_until,
+)
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 TOKEN = "s3cret-token-for-the-tests"
@@ -574,3 +582,33 @@ def test_the_dashboard_on_a_cluster(tmp_path: Path) -> None:
                     data = next(line for line in lines if line.startswith("data: "))
                     assert "late" in json.loads(data[6:])["html"]
         assert crossslot_errors(cluster) == 0
+
+
+def test_the_dashboard_runs_as_the_shipped_admin_role(tmp_path: Path) -> None:
+    """``coordinator-admin`` of deploy/users.acl reads every page and may revoke; Redis
+    refuses none of the dashboard's commands (ACL LOG stays empty)."""
+    label, binary = BINARIES[-1]
+    aclfile = tmp_path / "users.acl"
+    aclfile.write_text(acl_with_passwords(acl_file_for(binary).read_text()))
+    config = {"aclfile": str(aclfile)}
+    with AclRedis(
+        tmp_path / label, port=0, unix_socket=False, binary=binary, config=config
+    ) as server:
+        with Coordinator.from_url(url_of(server, "coordinator-server"), namespace="coord") as c:
+            s = c.start_session("agent-1")
+            c.set_current_project("agent-1", "proj", s.session_id)
+            c.reserve("agent-1", s.session_id, "repo", ["src/"])
+        with server.client(decode_responses=True) as ops:
+            ops.acl_log_reset()
+            settings = Settings.from_env(redis_url=url_of(server, "coordinator-admin"))
+            app = create_app(settings, WebOptions(allow_actions=True))
+            with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as web:
+                for path in ("/leases", "/agent?id=agent-1", "/reservations", "/events", "/health"):
+                    assert web.get(path).status_code == 200, path
+                    as_json = path + ("&" if "?" in path else "?") + "format=json"
+                    assert web.get(as_json).status_code == 200, path
+                _, data = next(sse_messages(web, "/leases/live"))
+                assert "agent-1" in data["html"]
+                form = revoke_form(web, "agent-1")
+                assert web.post("/revoke", data=form).status_code == 303
+            assert ops.acl_log() == []

@@ -1,6 +1,6 @@
 """What the dashboard's pages show, read through the clients' public seam.
 
-The leases page reads one page of the lease index at a time: ``ZCARD`` of every shard's
+The leases page reads one page of the lease index at a time: ``ZCOUNT`` of every shard's
 index (one pipelined round trip) tells which shards the page falls in, ``ZRANGE`` reads
 just those members with their deadlines, one ``read_leases`` script per shard reads
 their leases and one pipeline their project records. So a page costs the same few round
@@ -83,7 +83,10 @@ def lease_page_plan(
             picked.append((shard, [(agent, float(score))]))
         total = len(picked)
     else:
-        sizes = yield Batch(tuple(Command("zcard", (keys.index(s),)) for s in range(keys.shards)))
+        # ZCOUNT, not ZCARD: the shipped admin role may run it (coordinator status does).
+        sizes = yield Batch(
+            tuple(Command("zcount", (keys.index(s), "-inf", "+inf")) for s in range(keys.shards))
+        )
         total = sum(int(n) for n in sizes)
         wanted: list[tuple[int, int, int]] = []
         skip, left = page * page_size, page_size
