@@ -277,3 +277,25 @@ def test_revoke_from_the_browser(page: Page, serve: Callable[..., str], coord: C
     assert not coord.list_leases("agent-1")
     revoked = coord.get_agent_events("agent-1", event_type="session_revoked")
     assert [e.error_message for e in revoked] == ["rotating credentials"]
+
+
+def test_release_a_reservation_while_the_view_stays_live(
+    page: Page, serve: Callable[..., str], coord: Coordinator
+) -> None:
+    s = coord.start_session("agent-1")
+    held = coord.reserve("agent-1", s.session_id, "repo", ["src/"])
+    page.goto(serve(allow_actions=True) + "/reservations")
+    live(page)
+    row = f'tr[data-reservation="{held.reservation_id}"]'
+    page.fill(f"{row} input[name=reason]", "stuck agent")
+    page.check(f"{row} input[name=confirm]")
+    page.locator("body").click()  # focus leaves the form; its input must survive updates
+    coord.reserve("agent-1", s.session_id, "docs", ["guide/"])  # a change the view would show
+    page.wait_for_timeout(1500)  # three refresh intervals
+    assert page.input_value(f"{row} input[name=reason]") == "stuck agent"
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click(f"{row} button.danger")
+    page.wait_for_url("**/reservations?released=1")
+    assert [r.scope for r in coord.list_reservations()] == ["docs"]
+    live(page)
+    page.wait_for_selector(row, state="detached")
