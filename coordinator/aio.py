@@ -195,8 +195,14 @@ class AsyncCoordinator:
         False when it is not the agent's live session. One ambiguity: when a
         connection failure loses the reply of an attempt that did end it, the resend
         answers False if a newer session of the agent started in between.
+        The session's reservations this client granted are released at once (the
+        worker's reaper releases any others).
         """
-        return await self._run(self._core.end_session(agent_id, session_id))
+        ended = await self._run(self._core.end_session(agent_id, session_id))
+        if ended and self._core.reservations.granted_here(session_id):
+            with suppress(CoordinatorError):  # best effort: the reaper covers a failure
+                await self._drive(self._core.reservations.release_ended(session_id))
+        return ended
 
     def keep_alive(
         self,

@@ -114,12 +114,30 @@ class ReservationCore:
         self.request_ttl_ms = request_ttl_ms
         #: Scope of reservations this client granted: release needs no lookup for them
         #: (a hint only: the script checks the id in that scope).
-        self._scopes: OrderedDict[str, str] = OrderedDict()
+        self._scopes: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
-    def _remember(self, rid: str, scope: str) -> None:
-        self._scopes[rid] = scope
+    def _remember(self, rid: str, scope: str, session_id: str) -> None:
+        self._scopes[rid] = (scope, session_id)
         if len(self._scopes) > 65536:
             self._scopes.popitem(last=False)
+
+    def granted_here(self, session_id: str) -> list[tuple[str, str]]:
+        """(reservation id, scope) of the session's reservations this client granted and
+        has not seen released (a hint: the release script checks each)."""
+        return [(rid, scope) for rid, (scope, sid) in self._scopes.items() if sid == session_id]
+
+    def release_ended(self, session_id: str) -> Plan[int]:
+        """Release at once what this client granted to a session it just ended, instead
+        of leaving it to the worker's reaper (best effort: the reaper still covers it)."""
+        released = 0
+        for rid, scope in self.granted_here(session_id):
+            self._scopes.pop(rid, None)
+            call = self._release_call(
+                self.keys.scope_keys(scope), scope, "session", session_id,
+                "reservation_released", "session ended", "session", (rid,),
+            )  # fmt: skip
+            released += int((yield call))
+        return released
 
     def _session(self, agent_id: str, session_id: str) -> tuple[str, str]:
         agent = validation.agent_id(agent_id)
@@ -192,7 +210,7 @@ class ReservationCore:
             reply = yield Script("reserve", keys, args, retry=rid_request is not None)
             code = int(reply[0])
             if code == GRANTED:
-                self._remember(str(reply[1]), scope)
+                self._remember(str(reply[1]), scope, sid)
                 return Reservation(
                     reservation_id=str(reply[1]),
                     scope=scope,
@@ -325,8 +343,9 @@ class ReservationCore:
         """Release a reservation of the session; False when it holds no such one."""
         _agent, sid = self._session(agent_id, session_id)
         rid, shard = validation.reservation_id(reservation_id)
-        scope = self._scopes.pop(rid, None)
-        if scope is not None:
+        cached = self._scopes.pop(rid, None)
+        if cached is not None:
+            scope = cached[0]
             call = self._release_call(
                 self.keys.scope_keys(scope), scope, "session", sid,
                 "reservation_released", "", "holder", (rid,),
@@ -364,7 +383,8 @@ class ReservationCore:
         agent, sid = self._session(agent_id, session_id)
         rid, shard = validation.reservation_id(reservation_id)
         ttl_arg = "" if ttl is None else round(validation.ttl_seconds(ttl) * 1000)
-        scope = self._scopes.get(rid)
+        cached = self._scopes.get(rid)
+        scope = None if cached is None else cached[0]
         if scope is None:
             found = yield from self._scope_of(rid, shard)
             if found is None or found[1] != sid:

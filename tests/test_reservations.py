@@ -225,13 +225,16 @@ def test_a_dead_holder_never_blocks_a_claim(client: Any, raw: redis.Redis, same_
 
 
 @pytest.mark.slow
-def test_the_reaper_releases_a_dead_sessions_reservations(client: Any, raw: redis.Redis) -> None:
+def test_the_reaper_releases_a_dead_sessions_reservations(
+    client: Any, make_client: Any, raw: redis.Redis
+) -> None:
+    other = make_client()  # another process ends the sessions: the reaper must act
     for ending in ENDINGS:
         agent = f"agent-{ending}"
         session = client.start_session(agent, ttl=0.05 if ending == "expire" else None)
         for scope in ("p", "q", "r", "s"):
             client.reserve(agent, session.session_id, scope, [f"{agent}/x", f"{agent}/y/"], ttl=30)
-        _end(client, agent, session.session_id, ending)
+        _end(other, agent, session.session_id, ending)
         assert client.reap_reservations() == 4
         assert client.list_reservations(agent_id=agent) == []
         assert client.reap_reservations() == 0
@@ -394,8 +397,11 @@ def test_the_worker_releases_dead_sessions_reservations_and_persists_the_audit(
             client.reserve("agent-ended", ended.session_id, scope, ["a"])
             client.reserve("agent-superseded", superseded.session_id, scope, ["b"])
         client.reserve("agent-lapsing", lapsing.session_id, "p", ["c"], ttl=0.1)
-        client.end_session("agent-ended", ended.session_id)
-        client.start_session("agent-superseded")
+        # Another process ends and supersedes: only the worker can release these.
+        other = Coordinator.from_url(redis_url, namespace="test")
+        other.end_session("agent-ended", ended.session_id)
+        other.start_session("agent-superseded")
+        other.close()
         wait_until(lambda: client.list_reservations() == [])
         wait_until(lambda: sink.count("test", event_type="reservation_released") == 4)
         wait_until(lambda: sink.count("test", event_type="reservation_expired") == 1)
@@ -411,9 +417,9 @@ def test_the_keep_alive_renews_the_sessions_reservations(redis_url: str) -> None
 
     client = Coordinator.from_url(redis_url, namespace="test", lease_ttl=30)
     session = client.start_session("agent-1")
-    held = client.reserve("agent-1", session.session_id, "proj", ["src/"], ttl=0.5)
-    with client.keep_alive(session, interval=0.1):
-        # Renewed past its first deadline, more than once.
+    held = client.reserve("agent-1", session.session_id, "proj", ["src/"], ttl=3)
+    with client.keep_alive(session, interval=0.2):
+        # Renewed: its deadline moved more than a second past the first one.
         wait_until(
             lambda: (
                 [r.expires_at for r in client.list_reservations()]
@@ -421,3 +427,17 @@ def test_the_keep_alive_renews_the_sessions_reservations(redis_url: str) -> None
             )
         )
     client.close()
+
+
+def test_ending_a_session_releases_what_this_client_granted_at_once(
+    client: Any, raw: redis.Redis
+) -> None:
+    session = client.start_session("agent-1")
+    for scope in ("p", "q"):
+        client.reserve("agent-1", session.session_id, scope, ["src/"])
+    assert client.end_session("agent-1", session.session_id) is True
+    assert client.list_reservations() == []  # no reaper ran
+    released = events(raw, "reservation_released")
+    assert [e["error_message"] for e in released] == ["session ended", "session ended"]
+    assert client.end_session("agent-1", session.session_id) is True
+    assert len(events(raw, "reservation_released")) == 2
