@@ -28,6 +28,7 @@ from redis.exceptions import (
 from coordinator.calls import Call, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
 from coordinator.connection import (
     AsyncRedisClient,
+    attempt_was_tls,
     cluster_hint,
     is_cluster_client,
     node_settings,
@@ -36,6 +37,7 @@ from coordinator.connection import (
     parse_cluster_info,
     redis_mode,
     sentinels_of,
+    tls_refusal,
 )
 from coordinator.core import CoordinatorCore
 from coordinator.errors import (
@@ -379,9 +381,14 @@ class AsyncCoordinator:
         event_type: str | None = None,
         *,
         poll_interval: float = 0.2,
+        positions: dict[int, str] | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        """Events as they are appended from now on (oldest first); never ends by itself."""
-        plan = self._core.follow_events(agent_id, event_type, poll_interval)
+        """Events as they are appended from now on (oldest first); never ends by itself.
+
+        ``positions`` (shard -> last stream id read), kept up to date while iterating,
+        lets a new call resume where a failed one stopped (``coordinator events tail``
+        does across a Redis restart)."""
+        plan = self._core.follow_events(agent_id, event_type, poll_interval, positions=positions)
         async for event in self._iterate(plan):
             yield event
 
@@ -577,6 +584,12 @@ class AsyncCoordinator:
         """A call failed: send it again only when the core says that is safe (with
         backoff), else raise the mapped error. Off the hot path."""
         attempt, sent = 0, False
+        if attempt_was_tls(self.settings, exc):
+            # A TLS handshake with a plain-text server only times out: say so at once
+            # instead of retrying it.
+            refusal = await to_thread(tls_refusal, self.settings)
+            if refusal is not None:
+                raise refusal from exc
         while True:
             step = self._core.failures.decide(
                 call, attempt, exc, sent, self._rng, bool(self.cluster)
@@ -618,7 +631,7 @@ class AsyncCoordinator:
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)
-        return await pipe.execute()
+        return await pipe.execute(raise_on_error=not call.errors_in_place)  # type: ignore[union-attr]
 
     async def _execute_replicated(self, client: AsyncRedisClient, call: Script) -> Any:
         """Durability mode: the script, then ``WAIT`` and/or ``WAITAOF``, pipelined on

@@ -53,6 +53,9 @@ class Batch:
 
     commands: tuple[Command, ...]
     retry: bool = True
+    #: Error replies (a key deleted since the plan's last round trip, say) come back
+    #: in place of their reply instead of failing the whole batch.
+    errors_in_place: bool = False
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ URL forms::
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -26,7 +27,7 @@ import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
 
-from coordinator.errors import InvalidInputError
+from coordinator.errors import ConfigurationError, InvalidInputError
 from coordinator.settings import Settings
 from coordinator.stats import RedisMode
 
@@ -190,6 +191,36 @@ def open_async_client(settings: Settings, cluster: bool) -> AsyncRedisClient:
             )
         return redis.asyncio.cluster.RedisCluster.from_url(url, retry=_no_retry_async(), **kwargs)
     return redis.asyncio.Redis.from_url(url, retry=_no_retry_async(), **kwargs)
+
+
+def attempt_was_tls(settings: Settings, exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to connect over TLS (``rediss://``, one server)."""
+    url = settings.redis_url
+    if not url.startswith("rediss://") or is_multi_seed(url):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError) and (
+        "connect" in text or "ssl" in text or "handshake" in text
+    )
+
+
+def tls_refusal(settings: Settings, timeout: float = 1.0) -> ConfigurationError | None:
+    """The error to raise when the server of a ``rediss://`` URL answers in plain text
+    (asked after a failed TLS connect: the handshake with such a server only times
+    out), else None."""
+    host, port = _seeds(settings.redis_url)[0]
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError:
+        return None
+    if answer[:1] not in (b"+", b"-"):
+        return None
+    return ConfigurationError(
+        f"Redis at {settings.safe_redis_url} does not speak TLS (it answered in plain "
+        "text): use a redis:// URL, or enable TLS on the server"
+    )
 
 
 def node_settings(settings: Settings, host: str, port: int) -> Settings:

@@ -433,11 +433,14 @@ class CoordinatorCore:
         event_type: str | None,
         poll_interval: float = 0.2,
         batch: int = 500,
+        positions: dict[int, str] | None = None,
     ) -> StreamPlan[AgentEvent]:
         """Events appended from now on, oldest first, until the caller stops iterating.
 
         Each shard stream is read on its own (never a multi-stream command, so it works
         on Redis Cluster); when nothing new arrived the plan sleeps ``poll_interval``.
+        ``positions`` (shard -> last stream id read) is where to continue and is kept up
+        to date, so a new plan given the same dict resumes where this one stopped.
         """
         agent = None if agent_id is None else validation.agent_id(agent_id)
         etype = validation.event_type(event_type)
@@ -451,6 +454,10 @@ class CoordinatorCore:
             s: (entries[0][0] if entries else "0-0")
             for s, entries in zip(shards, newest, strict=True)
         }
+        if positions is not None:
+            last.update((s, positions[s]) for s in shards if s in positions)
+            positions.update(last)
+            last = positions
         while True:
             replies = yield Batch(
                 tuple(

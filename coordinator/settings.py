@@ -54,9 +54,20 @@ def _netloc(parts: SplitResult, password: str | None) -> str:
     return f"{user}:{password}@{hosts}"
 
 
+def parse_url(url: str) -> SplitResult:
+    """``urlsplit``, with its ValueError (a malformed IPv6 address, say) as an
+    InvalidInputError that does not echo the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.password  # noqa: B018 (parsed lazily: a bad user info fails here)
+    except ValueError as exc:
+        raise InvalidInputError("redis_url", f"cannot parse the URL: {exc}") from None
+    return parts
+
+
 def split_password(url: str) -> tuple[str, str | None]:
     """Remove the password from a URL's user info; returns (url, password)."""
-    parts = urlsplit(url)
+    parts = parse_url(url)
     if parts.password is None:
         return url, None
     return urlunsplit(parts._replace(netloc=_netloc(parts, None))), unquote(parts.password)
@@ -110,6 +121,9 @@ class Settings(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             first = exc.errors()[0]
+            cause = first.get("ctx", {}).get("error")
+            if isinstance(cause, InvalidInputError):  # a validator's own: already worded
+                raise cause from None
             field = ".".join(str(p) for p in first["loc"]) or "settings"
             raise InvalidInputError(field, first["msg"].removeprefix("Value error, ")) from None
 
@@ -157,11 +171,17 @@ class Settings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
+        parts = parse_url(value)
+        scheme = parts.scheme
         if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
             raise ValueError(f"scheme {scheme!r} is not one of redis, rediss, unix, redis+sentinel")
-        if urlsplit(value).password is not None:
+        if parts.password is not None:
             raise ValueError("pass the password separately (Settings.from_url splits it out)")
+        if scheme != "unix":
+            for host in parts.netloc.rpartition("@")[2].split(","):
+                port = host.rpartition("]")[2].rpartition(":")[2] if ":" in host else ""
+                if port and not (port.isdigit() and 0 < int(port) <= 65535):
+                    raise ValueError(f"port {port!r} is not a TCP port (1-65535)")
         return value
 
     # --- constructors ---------------------------------------------------------------
@@ -171,17 +191,31 @@ class Settings(BaseModel):
         """Explicit keyword arguments (None = not given), then ``COORDINATOR_*``, then defaults."""
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
+        variables: dict[str, str] = {}  # field -> the variable its value came from
         for name in cls.model_fields:
-            raw = env.get(C.ENV_PREFIX + _ENV_NAMES.get(name, name.upper()))
+            variable = C.ENV_PREFIX + _ENV_NAMES.get(name, name.upper())
+            raw = env.get(variable)
             if raw is not None and raw != "":
                 data[name] = _from_env_text(name, raw)
-        data.update({k: v for k, v in explicit.items() if v is not None})
-        url = data.get("redis_url")
-        if isinstance(url, str):
-            data["redis_url"], password = split_password(url)
-            if password is not None and "password" not in explicit:
-                data["password"] = password
-        return cls(**data)
+                variables[name] = variable
+        given = {k: v for k, v in explicit.items() if v is not None}
+        data.update(given)
+        for name in given:
+            variables.pop(name, None)
+        try:
+            url = data.get("redis_url")
+            if isinstance(url, str):
+                data["redis_url"], password = split_password(url)
+                if password is not None and "password" not in explicit:
+                    data["password"] = password
+            return cls(**data)
+        except InvalidInputError as exc:
+            source = variables.get(exc.field)
+            if source is None:
+                raise
+            # Name what the user set: the variable, not the field behind it.
+            message = str(exc).removeprefix(f"invalid {exc.field}: ")
+            raise InvalidInputError(source, message) from None
 
     @classmethod
     def from_url(cls, url: str, **explicit: Any) -> Settings:

@@ -236,6 +236,8 @@ def stats_plan(
     groups = yield from _groups_plan([streams[s] for s in shards if exists[s]], group)
     grouped = {s: groups[streams[s]] for s in shards if streams[s] in groups}
     detail = yield from _detail_plan({s: streams[s] for s in grouped}, group)
+    # A stream (or its group) deleted between two round trips counts as never grouped.
+    grouped = {s: info for s, info in grouped.items() if s in detail}
     idle, lags = yield from _backlog_plan(streams, grouped, detail, counts, lag_scan_limit)
     workers = yield from _workers_plan(keys, detail)
 
@@ -364,9 +366,13 @@ def _groups_plan(streams: Sequence[str], group: str) -> Plan[dict[str, Mapping[s
     a missing key: ask only streams that exist."""
     if not streams:
         return {}
-    replies = yield Batch(tuple(Command("xinfo_groups", (stream,)) for stream in streams))
+    replies = yield Batch(
+        tuple(Command("xinfo_groups", (stream,)) for stream in streams), errors_in_place=True
+    )
     found: dict[str, Mapping[str, Any]] = {}
     for stream, infos in zip(streams, replies, strict=True):
+        if isinstance(infos, Exception):  # deleted since the length was read
+            continue
         for info in infos:
             if _text(info.get("name")) == group:
                 found[stream] = info
@@ -386,9 +392,15 @@ def _detail_plan(streams: Mapping[int, str], group: str) -> Plan[dict[int, tuple
                 Command("xinfo_consumers", (stream, group)),
                 Command("xinfo_stream", (stream,)),
             )
-        )
+        ),
+        errors_in_place=True,
     )
-    return {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(streams)}
+    found = {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(streams)}
+    return {
+        s: reply
+        for s, reply in found.items()
+        if not any(isinstance(part, Exception) for part in reply)  # gone meanwhile
+    }
 
 
 def _backlog_plan(
@@ -427,13 +439,17 @@ def _backlog_plan(
                 {"count": lag_scan_limit + 1},
             )
             for s in to_count
-        )
+        ),
+        errors_in_place=True,
     )
     idle = {
-        s: (float(r[0]["time_since_delivered"]) / 1000 if r else None)
+        s: (float(r[0]["time_since_delivered"]) / 1000 if r and _ok(r) else None)
         for s, r in zip(oldest, replies[: len(oldest)], strict=True)
     }
     for s, entries in zip(to_count, replies[len(oldest) :], strict=True):
+        if not _ok(entries):  # the stream went meanwhile
+            lags[s] = (None, False)
+            continue
         lags[s] = (min(len(entries), lag_scan_limit), len(entries) <= lag_scan_limit)
     return idle, lags
 
@@ -475,6 +491,11 @@ def _workers_plan(
             ttl = pttl / 1000 if pttl >= 0 else None
             workers.append(WorkerLiveness(name, ttl, last, pending, _liveness(value)))
     return workers
+
+
+def _ok(reply: Any) -> bool:
+    """Not an error reply of a batch sent with ``errors_in_place``."""
+    return not isinstance(reply, Exception)
 
 
 def _group_name(info: Mapping[str, Any]) -> str:

@@ -24,7 +24,7 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _SESSION_ID_RE = re.compile(r"([1-9][0-9]{0,18})-([0-9a-f]{16})@(.+)", re.DOTALL)
 
 
-def _check_text(field: str, value: object, max_length: int) -> str:
+def _check_text(field: str, value: object, max_length: int, invisible: bool = True) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string, not {type(value).__name__}")
     if not value:
@@ -37,21 +37,29 @@ def _check_text(field: str, value: object, max_length: int) -> str:
         raise InvalidInputError(field, "must not start or end with white space")
     for ch in value:
         # Cc: control characters; Cs: lone surrogates (not encodable); Zl/Zp: line breaks.
-        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs", "Zl", "Zp"):
             raise InvalidInputError(field, f"contains the control character {ch!r}")
+        if category == "Cf" and not invisible:
+            # Zero-width and bidi-control characters (U+200B, U+202E, ...) would let one
+            # agent id pass for another in an operator's table.
+            raise InvalidInputError(
+                field, f"contains the invisible format character U+{ord(ch):04X} (Unicode Cf)"
+            )
     return value
 
 
 @lru_cache(maxsize=8192)
 def _agent_id_cached(value: str) -> str:
-    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH)
+    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH, invisible=False)
 
 
 def agent_id(value: object) -> str:
-    """An agent id: 1-128 characters, no control characters, no outer white space."""
+    """An agent id: 1-128 characters, no control or invisible format characters
+    (Unicode Cf: zero-width, bidi controls), no outer white space."""
     if type(value) is str:
         return _agent_id_cached(value)
-    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH)
+    return _check_text("agent_id", value, C.MAX_AGENT_ID_LENGTH, invisible=False)
 
 
 @lru_cache(maxsize=8192)

@@ -68,6 +68,7 @@ REPLACEMENTS = [
 ]
 #: Keyword removals (word-bounded).
 PATTERNS = [
+    (re.compile(r"await to_thread\((\w+), "), r"\1("),
     # What an event loop's shutdown calls (see coordinator.loops) has no sync twin.
     (re.compile(r"    async def _retire\(.*?\n\n(?=    async def )", re.DOTALL), ""),
     (re.compile(r"\basync def\b"), "def"),

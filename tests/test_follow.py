@@ -112,3 +112,61 @@ def test_server_time_is_the_redis_clock(redis_url: str, raw: redis.Redis) -> Non
     server = datetime.fromtimestamp(seconds + micros / 1e6, tz=UTC)
     assert abs(client.server_time() - server) < timedelta(seconds=2)
     client.close()
+
+
+def test_events_tail_reconnects_across_a_redis_restart(tmp_path: Any) -> None:
+    # `coordinator events tail` used to exit when Redis restarted; it now retries until
+    # Redis is back and resumes where it stopped (nothing written meanwhile is missed).
+    import json
+    import subprocess
+    import sys
+
+    from coordinator import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path / "redis", port=0) as server:
+        command = [sys.executable, "-m", "coordinator", "--redis-url", server.url,
+                   "--namespace", "tail", "events", "tail", "--json"]  # fmt: skip
+        tail = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        errors: queue.Queue[str] = queue.Queue()
+        readers = [
+            threading.Thread(target=lambda p=pipe, q=into: [q.put(x) for x in p], daemon=True)
+            for pipe, into in ((tail.stdout, lines), (tail.stderr, errors))
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            with Coordinator.from_url(server.url, namespace="tail") as client:
+                started: list[Any] = []
+
+                def seen() -> bool:  # the tail follows from "now": wait until it does
+                    started.append(client.start_session("agent-1"))
+                    try:
+                        return bool(lines.get(timeout=1))
+                    except queue.Empty:
+                        return False
+
+                wait_until(seen, timeout=30)
+                # Down long enough for the client's own retries to give up.
+                server.stop()
+                assert "reconnecting" in errors.get(timeout=60)
+                server.start()  # append-only: the stream survives
+                client.set_current_project("agent-1", "after", started[-1].session_id)
+                while True:  # skip the session_started lines still on their way
+                    got = json.loads(lines.get(timeout=60))
+                    if got["event_type"] != "session_started":
+                        break
+            assert (got["event_type"], got["to_project"]) == ("project_set", "after")
+            assert tail.poll() is None  # still following
+        finally:
+            tail.terminate()
+            tail.wait(timeout=30)
+            for reader in readers:
+                reader.join(timeout=30)
+            for pipe in (tail.stdout, tail.stderr):
+                if pipe is not None:
+                    pipe.close()
+        rest = []
+        while not errors.empty():
+            rest.append(errors.get())
+        assert "Traceback" not in "".join(rest)

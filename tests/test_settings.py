@@ -67,14 +67,16 @@ def test_url_password_is_percent_decoded() -> None:
 @pytest.mark.parametrize(
     ("env", "field"),
     [
-        ({"COORDINATOR_LEASE_TTL": "soon"}, "lease_ttl"),
-        ({"COORDINATOR_LEASE_TTL": "0"}, "lease_ttl"),
-        ({"COORDINATOR_SHARDS": "0"}, "shards"),
-        ({"COORDINATOR_SHARDS": "2000"}, "shards"),
-        ({"COORDINATOR_NAMESPACE": "has space"}, "namespace"),
-        ({"COORDINATOR_NAMESPACE": "{tag}"}, "namespace"),
+        # A value from the environment is reported under the variable the user set.
+        ({"COORDINATOR_LEASE_TTL": "soon"}, "COORDINATOR_LEASE_TTL"),
+        ({"COORDINATOR_LEASE_TTL": "0"}, "COORDINATOR_LEASE_TTL"),
+        ({"COORDINATOR_SHARDS": "0"}, "COORDINATOR_SHARDS"),
+        ({"COORDINATOR_SHARDS": "2000"}, "COORDINATOR_SHARDS"),
+        ({"COORDINATOR_NAMESPACE": "has space"}, "COORDINATOR_NAMESPACE"),
+        ({"COORDINATOR_NAMESPACE": "{tag}"}, "COORDINATOR_NAMESPACE"),
         ({"COORDINATOR_REDIS_CLUSTER": "maybe"}, "COORDINATOR_REDIS_CLUSTER"),
-        ({"COORDINATOR_REDIS_URL": "http://x"}, "redis_url"),
+        ({"COORDINATOR_REDIS_URL": "http://x"}, "COORDINATOR_REDIS_URL"),
+        ({"COORDINATOR_REDIS_URL": "redis://h:99999/0"}, "COORDINATOR_REDIS_URL"),
     ],
 )
 def test_bad_configuration_is_a_typed_error(env: dict[str, str], field: str) -> None:
@@ -82,6 +84,48 @@ def test_bad_configuration_is_a_typed_error(env: dict[str, str], field: str) -> 
         Settings.from_env(env)
     assert info.value.field == field
     assert isinstance(info.value, ValueError)
+    assert str(info.value).count("invalid") == 1  # said once, not "invalid x: invalid x:"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:99999/0", "port '99999' is not a TCP port"),
+        ("redis://u:secret@127.0.0.1:0/0", "port '0' is not a TCP port"),
+        ("redis://h1:7000,h2:70000/0", "port '70000' is not a TCP port"),
+        ("redis://[::1:6379/0", "cannot parse the URL: Invalid IPv6 URL"),
+        ("redis://u:secret@[fe80::1/0", "cannot parse the URL: Invalid IPv6 URL"),
+    ],
+)
+def test_malformed_redis_urls_are_one_line_errors(url: str, says: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Settings.from_url(url)
+    assert info.value.field == "redis_url"
+    assert str(info.value).startswith(f"invalid redis_url: {says}")
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:99999/0", "redis://[::1:6379/0"])
+def test_cli_says_a_malformed_redis_url_in_one_line(url: str) -> None:
+    from click.testing import CliRunner
+
+    from coordinator.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["--redis-url", url, "leases"])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "invalid redis_url" in result.output
+
+
+def test_a_validator_message_is_not_repeated() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Settings(namespace="bad ns")
+    assert str(info.value) == "invalid namespace: must be 1-64 characters of A-Z a-z 0-9 _ . -"
+
+
+def test_valid_ipv6_and_multi_seed_urls_pass() -> None:
+    assert Settings.from_url("redis://[::1]:6379/0").redis_url == "redis://[::1]:6379/0"
+    assert Settings.from_url("redis://a:7000,b:7001").redis_url == "redis://a:7000,b:7001"
 
 
 def test_unknown_setting_is_refused() -> None:

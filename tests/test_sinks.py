@@ -186,3 +186,27 @@ def test_a_process_sink_writes_through_its_child_and_survives_its_death(tmp_path
     finally:
         sink.close()
     assert sink._child is None
+
+
+def test_reads_never_create_a_sqlite_sink(tmp_path: Path) -> None:
+    # A mistyped path in a read command left an empty database (and its directory).
+    path = tmp_path / "typo" / "sub" / "events.db"
+    with sink_from_url(f"sqlite:///{path}") as sink:
+        assert sink.query("ns") == []
+        assert sink.count("ns") == 0
+        assert list(sink.events("ns")) == []
+        assert not (tmp_path / "typo").exists()
+        # Once a worker has created it, the same sink reads what it holds.
+        with sink_from_url(f"sqlite:///{path}") as writer:
+            writer.prepare()
+            writer.write([row(1)])
+        assert sink.count("ns") == 1
+
+
+def test_a_sink_that_cannot_be_created_is_a_configuration_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with sink_from_url(f"sqlite:///{blocker / 'events.db'}") as sink:
+        with pytest.raises(ConfigurationError) as info:
+            sink.prepare()
+        assert "cannot be created: a file is in the way" in str(info.value)

@@ -74,3 +74,13 @@ def test_cli_without_redis_url_uses_the_running_stack(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["leases", "--json"], env=_env(tmp_path / "data"))
         assert result.exit_code == 0, result.output
         assert [row["agent_id"] for row in json.loads(result.stdout)] == ["agent-1"]
+
+
+def test_up_with_a_data_dir_that_cannot_be_created_says_so_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["up", "--data-dir", str(blocker / "data")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"Error: cannot create the data directory {blocker / 'data'}: Not a directory"
+    )

@@ -179,3 +179,33 @@ def test_stats_through_sentinel(redis_server: Any, tmp_path: Any, make_coordinat
         assert stats.replicas >= 1
         assert stats.active_leases == 1
         assert "sentinel" in stats.to_json()["redis_url"]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4])
+def test_a_stream_deleted_between_round_trips(client: Any, raw: redis.Redis, step: int) -> None:
+    # status while a stream goes away (an operator's DEL, a flush): it counts as not
+    # there, instead of failing with UnexpectedReply on the next round trip's error.
+    from coordinator.stats import stats_plan
+
+    client.start_session("agent-1")
+    client.start_session("agent-2")
+    stream = _simulate_worker(client, raw, "agent-1")
+    mode = "cluster" if client.cluster else "standalone"
+
+    def deleting_after(step: int) -> Any:
+        inner = stats_plan(client.keys, mode=mode, redis_url="x")
+        reply, sent = None, 0
+        while True:
+            try:
+                call = inner.send(reply)
+            except StopIteration as done:
+                return done.value
+            if sent == step:
+                raw.delete(stream)
+            reply = yield call
+            sent += 1
+
+    stats = client.execute(deleting_after(step))
+    shard = client.keys.shard_of("agent-1")
+    assert stats.streams[shard].length in (0, 1)
+    assert stats.active_leases == 2

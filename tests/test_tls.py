@@ -200,6 +200,23 @@ def test_plain_redis_url_against_a_tls_port_fails_typed(
     assert PASSWORD not in _full_text(info.value)
 
 
+def test_rediss_url_against_a_plain_text_server_names_tls(
+    make_coordinator: Any, tmp_path: Path
+) -> None:
+    # The handshake with a plain-text server only times out; before, every attempt of
+    # every call waited for it and the error said "Timeout connecting to server".
+    from coordinator import ConfigurationError
+
+    with EmbeddedRedis(tmp_path / "plain", port=0) as plain:
+        client = make_coordinator(f"rediss://127.0.0.1:{plain.port}/0", connect_timeout=0.5)
+        with pytest.raises(ConfigurationError) as info:
+            client.start_session("agent-1")
+        assert "does not speak TLS" in str(info.value)
+        assert "redis://" in str(info.value)
+        with plain.client(decode_responses=True) as raw:
+            assert raw.keys("*") == []
+
+
 def test_verification_can_be_switched_off(make_coordinator: Any, pki: Pki, tls_server: int) -> None:
     url = f"rediss://:{PASSWORD}@127.0.0.1:{tls_server}/0"
     client = make_coordinator(url, **_tls(pki, tls_ca_certs=None, tls_verify=False))

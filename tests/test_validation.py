@@ -22,6 +22,10 @@ BAD_AGENT_IDS = [
     "x" * (C.MAX_AGENT_ID_LENGTH + 1),
     "surrogate\ud800",
     "line\u2028sep",
+    # Invisible format characters (Unicode Cf): one agent could pass for another.
+    "agent\u200b1",  # zero-width space
+    "agent-\u202e1",  # right-to-left override
+    "\ufeffagent",  # byte order mark
     None,
     42,
     b"bytes",

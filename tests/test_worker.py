@@ -573,3 +573,42 @@ def test_reads_of_the_streams_skip_an_entry_that_is_not_an_event(
     raw.xadd(KeySpace(NS, 16).stream(3), {"garbage": "yes"})
     assert [e.event_type for e in client.get_agent_events()] == [EventType.SESSION_STARTED]
     client.close()
+
+
+def test_burst_gives_up_when_redis_is_unreachable(sqlite_sink: Sink) -> None:
+    # A one-off drain (cron, CI) used to wait for Redis forever.
+    from coordinator import CoordinatorUnavailable
+    from coordinator.processes import free_port
+
+    settings = Settings.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace=NS)
+    worker = EventWorker(settings, sqlite_sink, WorkerOptions(burst=True, retry_cap=0.05))
+    with pytest.raises(CoordinatorUnavailable) as info:
+        asyncio.run(worker.run())
+    assert "--burst gave up after 8 attempts" in str(info.value)
+
+
+def test_cli_burst_against_no_redis_exits_1_in_one_line(tmp_path: Path) -> None:
+    from coordinator.processes import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = CliRunner().invoke(
+        cli, ["--redis-url", url, "--sink-url", f"sqlite:///{tmp_path / 'e.db'}", "worker",
+              "--burst", "--log-level", "error"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "gave up" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_sink_that_cannot_be_created_stops_the_worker_at_start(
+    redis_url: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(
+        cli, ["--redis-url", redis_url, "--namespace", NS, "--sink-url",
+              f"sqlite:///{blocker / 'events.db'}", "worker", "--log-level", "error"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "cannot be created: a file is in the way" in result.output
+    assert "Traceback" not in result.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import click
 
@@ -16,6 +18,8 @@ from coordinator.cli.output import (
     parse_when,
 )
 from coordinator.constants import MAX_EVENT_LIMIT
+from coordinator.errors import CoordinatorUnavailable, first_line
+from coordinator.failures import Backoff
 from coordinator.models import EventType
 
 _types = click.Choice([e.value for e in EventType])
@@ -67,13 +71,26 @@ def events_group(
 @click.pass_obj
 @handles_errors
 def tail_command(state: CliState, agent: str | None, event_type: str | None, as_json: bool) -> None:
-    """Follow new events live until Ctrl-C (oldest first)."""
-    stream = state.client().follow_events(agent_id=agent, event_type=event_type)
+    """Follow new events live until Ctrl-C (oldest first). A lost connection (a Redis
+    restart) is retried until Redis is back, resuming where it stopped."""
+    client = state.client()
+    positions: dict[int, str] = {}
+    outage, rng = Backoff(0.2, 5.0), random.Random()
+    attempt = 0
     try:
-        for event in stream:
-            if as_json:
-                click.echo(json.dumps(event_json(event), ensure_ascii=False))
-            else:
-                emit_table([event_row(event)], EVENT_HEADERS, header=False)
+        while True:
+            try:
+                for event in client.follow_events(agent, event_type, positions=positions):
+                    attempt = 0
+                    if as_json:
+                        click.echo(json.dumps(event_json(event), ensure_ascii=False))
+                    else:
+                        emit_table([event_row(event)], EVENT_HEADERS, header=False)
+            except CoordinatorUnavailable as exc:
+                if attempt == 0:
+                    click.echo(f"{first_line(exc)}; reconnecting", err=True)
+                time.sleep(outage.delay(attempt, rng))
+                attempt += 1
+                continue
     except KeyboardInterrupt:
         return

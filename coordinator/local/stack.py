@@ -115,7 +115,12 @@ class LocalStack:
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> StackInfo:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(
+                f"cannot create the data directory {self.data_dir}: {exc.strerror or exc}"
+            ) from None
         port = self.port or self._remembered_port() or free_port()
         server = EmbeddedRedis(self.data_dir / "redis", port=port, binary=self.server_binary)
         try:
@@ -150,7 +155,7 @@ class LocalStack:
         worker, self.worker = self.worker, None
         if worker is not None and terminate(worker, timeout):
             log.warning("worker pid %s did not stop in %ss; killed it", worker.pid, timeout)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # none written (or the directory is unusable)
             info = read_stack(self.data_dir)
             if info is None or info.pid == os.getpid():
                 (self.data_dir / STACK_FILE).unlink()

@@ -136,6 +136,10 @@ class Sink(ABC):
     def _disconnect(self) -> None:
         """Drop the connection (after an outage, or on close)."""
 
+    def _read_connection(self) -> Any:
+        """The connection a read uses; a read must never create the sink."""
+        return self._connection()
+
     @property
     @abstractmethod
     def location(self) -> str:
@@ -147,7 +151,7 @@ class Sink(ABC):
         """Run ``work(cursor)`` in one transaction; outages become SinkUnavailable."""
         with self._lock:
             try:
-                conn = self._connection()
+                conn = self._connection() if write else self._read_connection()
                 cursor = conn.cursor()
                 try:
                     result = work(cursor)
@@ -166,6 +170,12 @@ class Sink(ABC):
                 ) from exc
             except self.denied_errors as exc:
                 raise SinkAccessDenied(self.location, first_line(exc)) from exc
+
+    def prepare(self) -> None:
+        """Open the sink, creating it (file, schema) if need be: the worker calls this
+        at start, so a sink that cannot be created is reported then, not retried as an
+        outage. Raises ConfigurationError, SinkUnavailable, SinkAccessDenied."""
+        self._run(lambda cursor: None, write=True)
 
     def write(self, rows: Sequence[EventRow]) -> int:
         """Persist rows in one transaction; return how many were not stored before."""

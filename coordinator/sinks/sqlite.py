@@ -9,11 +9,13 @@ thousands of events costs little.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from coordinator.errors import ConfigurationError, SinkUnavailable, first_line
 from coordinator.events import ROW_COLUMNS, EventRow
 from coordinator.sinks.base import (
     SQLITE,
@@ -23,6 +25,8 @@ from coordinator.sinks.base import (
     record_version,
     schema_sql,
 )
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = schema_sql(SQLITE, "INTEGER PRIMARY KEY")
 
@@ -48,7 +52,8 @@ _TUNING: Final = (
 
 class SQLiteSink(Sink):
     placeholder: ClassVar[str] = "?"
-    # OSError: the directory cannot be created (missing mount, permissions).
+    # OSError: the directory cannot be created (a mount gone while running; at start,
+    # prepare() reports it as a ConfigurationError instead).
     outage_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError, OSError)
 
     def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
@@ -56,6 +61,8 @@ class SQLiteSink(Sink):
         self.path = sqlite_path(url)
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        #: What reads use while the file does not exist: an empty in-memory copy.
+        self._empty: sqlite3.Connection | None = None
 
     @property
     def location(self) -> str:
@@ -81,6 +88,32 @@ class SQLiteSink(Sink):
         self._conn = conn
         return conn
 
+    def prepare(self) -> None:
+        try:
+            super().prepare()
+        except SinkUnavailable as exc:
+            # A local file that cannot be created or opened at start (no permission, a
+            # file where its directory should be) is a configuration error, not an
+            # outage to wait out; later (a mount gone) it is an outage.
+            cause = exc.__cause__
+            why = first_line(cause) if cause is not None else str(exc)
+            if isinstance(cause, FileExistsError | NotADirectoryError):
+                why = f"a file is in the way of {self.path.parent}"
+            raise ConfigurationError(
+                f"event sink {self.location} cannot be created: {why}"
+            ) from None
+
+    def _read_connection(self) -> sqlite3.Connection:
+        # A read (``coordinator events``, get_agent_events) never creates the file or
+        # its directory: a mistyped path must not leave an empty database behind.
+        if self._conn is not None or str(self.path) == ":memory:" or self.path.exists():
+            return self._connection()
+        if self._empty is None:
+            log.warning("event sink %s does not exist (yet): no persisted events", self.location)
+            self._empty = sqlite3.connect(":memory:", check_same_thread=False)
+            _ensure_schema(self._empty)
+        return self._empty
+
     def _insert(self, cursor: Any, rows: Sequence[EventRow]) -> int:
         before = cursor.connection.total_changes
         cursor.executemany(_INSERT, rows)
@@ -90,6 +123,9 @@ class SQLiteSink(Sink):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        empty, self._empty = self._empty, None
+        if empty is not None:
+            empty.close()
 
 
 def sqlite_path(url: str) -> Path:

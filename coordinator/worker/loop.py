@@ -79,6 +79,9 @@ except ImportError:  # pragma: no cover
 
 #: Seconds between repeated "still unavailable" log lines during an outage.
 _OUTAGE_LOG_EVERY: Final = 30.0
+#: ``--burst``: connection attempts to an unreachable Redis before giving up (exit 1);
+#: with the backoff (50 ms doubling to ``retry_cap``) about ten seconds.
+BURST_REDIS_ATTEMPTS: Final = 8
 
 
 #: A stream entry as read: shard, entry id, fields (a dict, the flat field/value list
@@ -171,6 +174,12 @@ class EventWorker:
             self.consumer, self.namespace, self.keys.shards,
             self.settings.safe_redis_url, self.sink.location,
         )  # fmt: skip
+        # A sink that cannot be created (a bad path, no permission) stops the worker
+        # now, with one line, instead of being retried as an outage forever.
+        try:
+            await asyncio.to_thread(self.sink.prepare)
+        except SinkUnavailable as exc:  # a database still starting: the batches retry
+            self._log_outage("sink", exc)
         background = []
         if not self.options.burst:
             background.append(asyncio.ensure_future(self._maintain()))
@@ -744,6 +753,11 @@ class EventWorker:
         self._client = None
         await self.coordinator.aclose()
         attempt = self._outage_attempts = getattr(self, "_outage_attempts", 0) + 1
+        if self.options.burst and attempt >= BURST_REDIS_ATTEMPTS:
+            # A one-off drain (a cron job, CI) must end: exit 1 instead of waiting forever.
+            raise CoordinatorUnavailable(
+                f"{first_line(exc)} (--burst gave up after {attempt} attempts)"
+            ) from None
         await self._pause(self._backoff(attempt))
 
     def _redis_up(self) -> None:
