@@ -79,8 +79,7 @@ except ImportError:  # pragma: no cover
 
 #: Seconds between repeated "still unavailable" log lines during an outage.
 _OUTAGE_LOG_EVERY: Final = 30.0
-#: ``--burst``: connection attempts to an unreachable Redis before giving up (exit 1);
-#: with the backoff (50 ms doubling to ``retry_cap``) about ten seconds.
+#: ``--burst``: attempts to reach Redis before giving up (with the backoff, about 10 s).
 BURST_REDIS_ATTEMPTS: Final = 8
 
 
@@ -174,8 +173,7 @@ class EventWorker:
             self.consumer, self.namespace, self.keys.shards,
             self.settings.safe_redis_url, self.sink.location,
         )  # fmt: skip
-        # A sink that cannot be created (a bad path, no permission) stops the worker
-        # now, with one line, instead of being retried as an outage forever.
+        # A sink that cannot be created stops the worker now, not retried as an outage.
         try:
             await asyncio.to_thread(self.sink.prepare)
         except SinkUnavailable as exc:  # a database still starting: the batches retry
