@@ -96,9 +96,14 @@ class SQLiteSink(Sink):
             # file where its directory should be) is a configuration error, not an
             # outage to wait out; later (a mount gone) it is an outage.
             cause = exc.__cause__
-            why = first_line(cause) if cause is not None else str(exc)
             if isinstance(cause, FileExistsError | NotADirectoryError):
                 why = f"a file is in the way of {self.path.parent}"
+            elif cause is not None and (
+                isinstance(cause, OSError) or "unable to open" in str(cause)
+            ):
+                why = first_line(cause)
+            else:  # e.g. locked by another writer: an outage the worker waits out
+                raise
             raise ConfigurationError(
                 f"event sink {self.location} cannot be created: {why}"
             ) from None
