@@ -182,7 +182,10 @@ class AsyncCoordinator:
         reason ``superseded``) unless ``exclusive``, which raises SessionAlreadyActive.
         Raises InvalidInputError, SessionAlreadyActive, CoordinatorUnavailable.
         """
-        return await self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        session = await self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        for stale in self._core.reservations.dead_here(session.agent_id, session.session_id):
+            await self._release_ended(stale, "session superseded")
+        return session
 
     async def heartbeat_session(self, session_id: str, *, ttl: float | None = None) -> Session:
         """Extend the session's lease by its TTL (or a new ``ttl``).
@@ -202,8 +205,7 @@ class AsyncCoordinator:
         """
         ended = await self._run(self._core.end_session(agent_id, session_id))
         if ended and self._core.reservations.granted_here(session_id):
-            with suppress(CoordinatorError):  # best effort: the reaper covers a failure
-                await self._drive(self._core.reservations.release_ended(session_id))
+            await self._release_ended(session_id, "session ended")
         return ended
 
     def keep_alive(
@@ -231,7 +233,17 @@ class AsyncCoordinator:
 
         Returns False when the agent had no live session.
         """
-        return await self._run(self._core.revoke_session(agent_id, reason))
+        revoked = await self._run(self._core.revoke_session(agent_id, reason))
+        if revoked:
+            for dead in self._core.reservations.dead_here(agent_id):
+                await self._release_ended(dead, "session revoked")
+        return revoked
+
+    async def _release_ended(self, session_id: str, message: str) -> None:
+        """Release the reservations this client granted to a session that can no longer
+        act (best effort: the worker's reaper covers a failure)."""
+        with suppress(CoordinatorError):
+            await self._drive(self._core.reservations.release_ended(session_id, message))
 
     async def cleanup_expired_sessions(self) -> int:
         """Audit every lapsed lease as ``session_expired``; returns how many this call

@@ -183,7 +183,10 @@ class Coordinator:
         reason ``superseded``) unless ``exclusive``, which raises SessionAlreadyActive.
         Raises InvalidInputError, SessionAlreadyActive, CoordinatorUnavailable.
         """
-        return self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        session = self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        for stale in self._core.reservations.dead_here(session.agent_id, session.session_id):
+            self._release_ended(stale, "session superseded")
+        return session
 
     def heartbeat_session(self, session_id: str, *, ttl: float | None = None) -> Session:
         """Extend the session's lease by its TTL (or a new ``ttl``).
@@ -203,8 +206,7 @@ class Coordinator:
         """
         ended = self._run(self._core.end_session(agent_id, session_id))
         if ended and self._core.reservations.granted_here(session_id):
-            with suppress(CoordinatorError):  # best effort: the reaper covers a failure
-                self._drive(self._core.reservations.release_ended(session_id))
+            self._release_ended(session_id, "session ended")
         return ended
 
     def keep_alive(
@@ -232,7 +234,17 @@ class Coordinator:
 
         Returns False when the agent had no live session.
         """
-        return self._run(self._core.revoke_session(agent_id, reason))
+        revoked = self._run(self._core.revoke_session(agent_id, reason))
+        if revoked:
+            for dead in self._core.reservations.dead_here(agent_id):
+                self._release_ended(dead, "session revoked")
+        return revoked
+
+    def _release_ended(self, session_id: str, message: str) -> None:
+        """Release the reservations this client granted to a session that can no longer
+        act (best effort: the worker's reaper covers a failure)."""
+        with suppress(CoordinatorError):
+            self._drive(self._core.reservations.release_ended(session_id, message))
 
     def cleanup_expired_sessions(self) -> int:
         """Audit every lapsed lease as ``session_expired``; returns how many this call

@@ -126,15 +126,29 @@ class ReservationCore:
         has not seen released (a hint: the release script checks each)."""
         return [(rid, scope) for rid, (scope, sid) in self._scopes.items() if sid == session_id]
 
-    def release_ended(self, session_id: str) -> Plan[int]:
-        """Release at once what this client granted to a session it just ended, instead
-        of leaving it to the worker's reaper (best effort: the reaper still covers it)."""
+    def dead_here(self, agent_id: str, live: str | None = None) -> list[str]:
+        """Sessions of ``agent_id`` but ``live`` that this client granted reservations
+        to (after a supersede or revoke they can no longer act)."""
+        if not self._scopes:
+            return []
+        return sorted(
+            {
+                sid
+                for _, sid in self._scopes.values()
+                if sid != live and sid.partition("@")[2] == agent_id
+            }
+        )
+
+    def release_ended(self, session_id: str, message: str = "session ended") -> Plan[int]:
+        """Release at once what this client granted to a session that just ended, was
+        superseded or revoked, instead of leaving it to the worker's reaper (best
+        effort: the reaper still covers it). ``message`` names the ending."""
         released = 0
         for rid, scope in self.granted_here(session_id):
             self._scopes.pop(rid, None)
             call = self._release_call(
                 self.keys.scope_keys(scope), scope, "session", session_id,
-                "reservation_released", "session ended", "session", (rid,),
+                "reservation_released", message, "session", (rid,),
             )  # fmt: skip
             released += int((yield call))
         return released

@@ -194,7 +194,10 @@ ENDINGS = ("end", "revoke", "supersede", "expire")
 
 
 @pytest.mark.parametrize("same_slot", [True, False], ids=["same-slot", "cross-slot"])
-def test_a_dead_holder_never_blocks_a_claim(client: Any, raw: redis.Redis, same_slot: bool) -> None:
+def test_a_dead_holder_never_blocks_a_claim(
+    client: Any, make_client: Any, raw: redis.Redis, same_slot: bool
+) -> None:
+    other = make_client()  # another process ends the holder: only the claim can notice
     for ending in ENDINGS:
         scope = f"proj-{ending}"
         a = agent_for(scope, same_slot, f"a-{ending}")
@@ -202,7 +205,7 @@ def test_a_dead_holder_never_blocks_a_claim(client: Any, raw: redis.Redis, same_
         holder = client.start_session(a, ttl=0.05 if ending == "expire" else None)
         claimer = client.start_session(b)
         client.reserve(a, holder.session_id, scope, ["src/"], ttl=30)
-        _end(client, a, holder.session_id, ending)
+        _end(other, a, holder.session_id, ending)
         granted = client.reserve(b, claimer.session_id, scope, ["src/a.py"])
         assert [r.reservation_id for r in client.list_reservations(scope)] == [
             granted.reservation_id
@@ -441,3 +444,17 @@ def test_ending_a_session_releases_what_this_client_granted_at_once(
     assert [e["error_message"] for e in released] == ["session ended", "session ended"]
     assert client.end_session("agent-1", session.session_id) is True
     assert len(events(raw, "reservation_released")) == 2
+
+
+def test_superseding_or_revoking_releases_what_this_client_granted_at_once(
+    client: Any, raw: redis.Redis
+) -> None:
+    first = client.start_session("agent-1")
+    client.reserve("agent-1", first.session_id, "p", ["src/"])
+    second = client.start_session("agent-1")  # supersedes the first
+    assert client.list_reservations() == []  # no reaper ran
+    client.reserve("agent-1", second.session_id, "p", ["src/"])
+    assert client.revoke_session("agent-1", "gone") is True
+    assert client.list_reservations() == []
+    released = events(raw, "reservation_released")
+    assert [e["error_message"] for e in released] == ["session superseded", "session revoked"]
