@@ -612,3 +612,32 @@ def test_a_sink_that_cannot_be_created_stops_the_worker_at_start(
     assert result.exit_code == 1, result.output
     assert "cannot be created: a file is in the way" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_consumer_name_a_running_worker_uses_is_refused(redis_url: str, raw: redis.Redis) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        value = {"consumer": "twin", "pid": holder.pid, "host": socket.gethostname()}
+        raw.set(f"{NS}:worker:twin", json.dumps(value), ex=30)
+        result = CliRunner().invoke(
+            cli, ["--redis-url", redis_url, "--namespace", NS, "worker", "--consumer", "twin",
+                  "--burst", "--log-level", "error"],
+        )  # fmt: skip
+        assert result.exit_code == 1, result.output
+        assert f"consumer name 'twin' is in use by a running worker (pid {holder.pid})" in (
+            result.output
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its holder gone (a crash), the name is free again at once.
+    result = CliRunner().invoke(
+        cli, ["--redis-url", redis_url, "--namespace", NS, "worker", "--consumer", "twin",
+              "--burst", "--log-level", "error"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from typing import Any
 
 from redis.exceptions import (
@@ -15,6 +16,8 @@ from redis.exceptions import (
 
 from coordinator import validation
 from coordinator.aio import AsyncCoordinator
+from coordinator.errors import ConfigurationError, CoordinatorError
+from coordinator.processes import pid_alive
 from coordinator.settings import Settings
 from coordinator.sinks import Sink
 from coordinator.worker.loop import EventWorker
@@ -36,6 +39,7 @@ async def run_worker(
     import signal
 
     worker = EventWorker(settings or Settings.from_env(), sink, options)
+    await refuse_a_name_in_use(worker.coordinator, worker.consumer)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
 
@@ -54,6 +58,33 @@ async def run_worker(
         for sig in signals:
             loop.remove_signal_handler(sig)
         worker.sink.close()
+
+
+async def refuse_a_name_in_use(coordinator: AsyncCoordinator, consumer: str) -> None:
+    """Raise ConfigurationError when a running worker on this host already consumes
+    under ``consumer`` (its liveness key names a live pid): two workers under one name
+    would take each other's pending entries. A dead holder (a crash) is no obstacle;
+    Redis unreachable now is the worker loop's to wait out."""
+    try:
+        client = await coordinator.redis()
+        value = await client.get(coordinator.keys.worker(consumer))
+    except (CoordinatorError, RedisError, RedisClusterException, OSError):
+        return
+    try:
+        holder = json.loads(value) if value else {}
+    except ValueError:
+        return
+    pid = holder.get("pid")
+    if (
+        holder.get("host") == socket.gethostname()
+        and isinstance(pid, int)
+        and pid != os.getpid()
+        and pid_alive(pid)
+    ):
+        raise ConfigurationError(
+            f"consumer name {consumer!r} is in use by a running worker (pid {pid}); "
+            "give this one another --consumer"
+        )
 
 
 async def worker_alive(settings: Settings, consumer: str | None = None) -> list[dict[str, Any]]:
