@@ -434,7 +434,8 @@ class AsyncCoordinator:
         loop = get_running_loop()
         link = self._links.get(loop)
         if link is None:
-            for other in [o for o in self._links.values() if o.loop and o.loop.is_closed()]:
+            # list(): another thread's loop may add its link meanwhile.
+            for other in [o for o in list(self._links.values()) if o.loop and o.loop.is_closed()]:
                 self._links.pop(other.loop, None)  # closed without its shutdown step
                 discard(other, self._close_link)
             link = self._links.setdefault(loop, LoopLink(loop, Lock()))
