@@ -15,6 +15,7 @@ process and one run, rounds interleaved so a noisy neighbour hits every contende
 
 Reported: the median pairs/s of the rounds and the ratio to the Lock. Then, with an
 event worker running (default ``reap_interval`` 0.5 s): the time from ``end_session``
+(by another client than the one that reserved, which would release it at once)
 returning to the session's reservation being gone, released by the worker's reaper
 (nobody claims the resource meanwhile), over ``--trials`` sessions.
 """
@@ -123,13 +124,15 @@ def reaper_delays(url: str, folder: Path, trials: int) -> list[float]:
     thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
     thread.start()
     coord = Coordinator.from_url(url, namespace="bench", lease_ttl=3600)
+    # Ended by another client: the one that granted it would release it at once.
+    ender = Coordinator.from_url(url, namespace="bench")
     delays = []
     try:
         for i in range(trials):
             agent = f"reaped-{i}"
             session = coord.start_session(agent)
             coord.reserve(agent, session.session_id, "reaped", ["src/"])
-            coord.end_session(agent, session.session_id)
+            ender.end_session(agent, session.session_id)
             start = time.perf_counter()
             while coord.list_reservations("reaped"):
                 time.sleep(0.001)
@@ -139,6 +142,7 @@ def reaper_delays(url: str, folder: Path, trials: int) -> list[float]:
         thread.join(30)
         sink.close()
         coord.close()
+        ender.close()
     return delays
 
 
