@@ -148,3 +148,34 @@ def test_cli_anomaly_exits_one_with_the_shortest_counterexample(
     tail = result.stdout.split("shortest counter-example")[1]
     assert "write accepted after the lease had run out" in tail
     assert "cas ok" in tail
+
+
+# --- the async shell ---------------------------------------------------------------------
+
+
+def test_async_shell_clients_share_an_auto_pipelined_client() -> None:
+    # 3 agent clients and 2 reservation clients, 2 per process: 3 processes whose
+    # clients' calls are concurrent tasks on one AsyncCoordinator each.
+    options = VerifyOptions(
+        **SHORT,  # type: ignore[arg-type]
+        nemeses=["all"],
+        seed=11,
+        shell="async",
+        tasks=2,
+    )
+    options = verify_runner.replace(options, clients=3)
+    report = run_verify(options)
+    assert report.ok, report.render()
+    assert report.operations["cas"].get("ok", 0) > 20
+    assert report.fault_counts(), report.render()
+    with pytest.raises(InvalidInputError, match="shell"):
+        run_verify(VerifyOptions(duration=1, shell="threads"))
+    with pytest.raises(InvalidInputError, match="tasks"):
+        run_verify(VerifyOptions(duration=1, shell="async", tasks=0))
+
+
+@pytest.mark.parametrize("args", [("--shell", "threads"), ("--tasks", "0"), ("--tasks", "65")])
+def test_cli_shell_usage_errors_exit_two(args: tuple[str, ...]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output

@@ -12,6 +12,7 @@ from coordinator.cli.base import CliState, handles_errors, server_binary_option
 from coordinator.cli.output import emit_json
 from coordinator.verify import VerifyOptions, run_verify
 from coordinator.verify.nemesis import NEMESES
+from coordinator.verify.runner import SHELLS
 
 
 @click.command("verify")
@@ -61,6 +62,15 @@ from coordinator.verify.nemesis import NEMESES
     help="The worker's sink (default: a throwaway SQLite file); the run's rows stay there "
     "under its namespace.",
 )
+@click.option(
+    "--shell", type=click.Choice(SHELLS), default="sync", show_default=True,
+    help="sync: a process and a Coordinator per client. async: --tasks clients per "
+    "process share one auto-pipelined AsyncCoordinator.",
+)  # fmt: skip
+@click.option(
+    "--tasks", type=click.IntRange(1, 64), default=4, show_default=True,
+    help="Clients per process with --shell async.",
+)  # fmt: skip
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed of the random choices.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @server_binary_option
@@ -78,6 +88,8 @@ def verify_command(
     lease_ttl: float,
     worker: bool,
     verify_sink: str | None,
+    shell: str,
+    tasks: int,
     seed: int | None,
     as_json: bool,
     server_binary: Path | None,
@@ -118,10 +130,13 @@ def verify_command(
         worker=worker,
         sink_url=verify_sink,
         server_binary=server_binary,
+        shell=shell,
+        tasks=tasks,
     )
     where = "a throwaway embedded redis-server" if url is None else "the given Redis"
     click.echo(
         f"verifying {where} for {duration:g} s with {clients} clients"
+        + (f" ({tasks} per auto-pipelined AsyncCoordinator)" if shell == "async" else "")
         + (f", nemeses: {', '.join(nemeses)}" if nemeses else ""),
         err=True,
     )

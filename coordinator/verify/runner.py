@@ -34,6 +34,7 @@ from coordinator.models import AgentEvent
 from coordinator.settings import Settings
 from coordinator.sinks import sink_from_url
 from coordinator.timestamps import stream_id_key
+from coordinator.verify.async_shell import run_async_clients
 from coordinator.verify.checker import check_register
 from coordinator.verify.history import NEVER, Operation, merge_retries, read_ops
 from coordinator.verify.invariants import (
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client process may take to start (spawn, import, connect).
 STARTUP_TIMEOUT = 60.0
+SHELLS = ("sync", "async")
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,20 @@ class VerifyOptions:
     #: The worker's sink (default: a throwaway SQLite file). A given sink keeps the
     #: run's rows, under the run's namespace.
     sink_url: str | None = None
+    #: ``sync``: one process and one ``Coordinator`` per client. ``async``: ``tasks``
+    #: clients per process share one auto-pipelined ``AsyncCoordinator``.
+    shell: str = "sync"
+    tasks: int = 4
 
     def validate(self) -> None:
         if not 0 < self.duration <= 86_400:
             raise InvalidInputError("duration", "must be between 0 and 86400 seconds")
         if not 1 <= self.clients <= 64:
             raise InvalidInputError("clients", "must be from 1 to 64")
+        if self.shell not in SHELLS:
+            raise InvalidInputError("shell", f"must be one of {', '.join(SHELLS)}")
+        if not 1 <= self.tasks <= 64:
+            raise InvalidInputError("tasks", "must be from 1 to 64")
         if not 0 <= self.reservation_clients <= 64:
             raise InvalidInputError("reservation_clients", "must be from 0 to 64")
         if self.agents is not None and not 1 <= self.agents <= 1000:
@@ -215,7 +225,7 @@ def _run(
         worker.start()
         cleanup.callback(worker.kill)
     started = time.monotonic_ns()
-    processes = _run_clients(plans, target, nemeses, options, seed, report)
+    _run_clients(plans, target, nemeses, options, seed, report)
     report.duration = (time.monotonic_ns() - started) / 1e9
     if embedded is not None and not embedded.is_running():
         embedded.start()  # a restart nemesis stopped mid-way: the checks need the data
@@ -225,7 +235,7 @@ def _run(
         path = Path(plan.history)
         if path.exists():
             ops += read_ops(path)
-    ops += _final_reads(coordinator, agents, processes)
+    ops += _final_reads(coordinator, agents, len(plans))  # a process index of its own
     report.operations = count_operations(ops)
     if worker is not None:
         events = _persisted_audit(coordinator, worker, report)
@@ -257,9 +267,18 @@ def _run_clients(
     context = multiprocessing.get_context("spawn")
     ready: Any = context.Queue()
     go: Any = context.Event()
-    processes = [
-        context.Process(target=run_client, args=(plan, ready, go), daemon=True) for plan in plans
-    ]
+    if options.shell == "async":
+        step = options.tasks
+        groups = [tuple(plans[i : i + step]) for i in range(0, len(plans), step)]
+        processes = [
+            context.Process(target=run_async_clients, args=(group, ready, go), daemon=True)
+            for group in groups
+        ]
+    else:
+        processes = [
+            context.Process(target=run_client, args=(plan, ready, go), daemon=True)
+            for plan in plans
+        ]
     for process in processes:
         process.start()
     try:

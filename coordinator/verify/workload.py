@@ -314,6 +314,17 @@ class Client:
             return
 
 
+def connect_options() -> dict[str, Any]:
+    """Timeouts and retries of a verify client (short: faults are the point)."""
+    return {
+        "socket_timeout": 1.0,
+        "connect_timeout": 1.0,
+        "retry_attempts": 5,
+        "retry_backoff": 0.05,
+        "retry_backoff_cap": 0.5,
+    }
+
+
 def run_client(plan: ClientPlan, ready: Any, go: Any) -> None:
     """Process entry point: connect, report ready, wait for the start, run."""
     coordinator = Coordinator.from_url(
@@ -321,11 +332,7 @@ def run_client(plan: ClientPlan, ready: Any, go: Any) -> None:
         password=plan.password,
         namespace=plan.namespace,
         lease_ttl=plan.lease_ttl,
-        socket_timeout=1.0,
-        connect_timeout=1.0,
-        retry_attempts=5,
-        retry_backoff=0.05,
-        retry_backoff_cap=0.5,
+        **connect_options(),
     )
     try:
         coordinator.server_time()  # connect (and load the scripts) before the clock runs
