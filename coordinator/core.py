@@ -36,6 +36,8 @@ from coordinator.errors import (
 from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
+from coordinator.listing import FIELDS, scanned_leases
+from coordinator.listing import leases_from as leases_from  # the dashboard's decoder
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
@@ -52,7 +54,7 @@ EXCLUSIVE: Final = 3
 REQUEST_REUSED: Final = 4
 
 #: Lease hash fields read for listings, in this order.
-LEASE_FIELDS: Final = ("sid", "start", "hb", "exp", "ttl", "meta")
+LEASE_FIELDS: Final = FIELDS
 #: Project record fields of the agent hash, in this order.
 RECORD_FIELDS: Final = ("p", "v", "ps", "pe")
 
@@ -396,21 +398,18 @@ class CoordinatorCore:
                 yield Emit([lease])
             return
         for shard in range(self.keys.shards):
+            # One script per page scans the index and reads the leases it names.
+            index, prefix = self.keys.index(shard), self.keys.lease_in(shard, "")
             cursor: int = 0
             seen: set[str] = set()  # ZSCAN may repeat members while the set rehashes
             while True:
-                cursor, members = yield Command(
-                    "zscan", (self.keys.index(shard), cursor), {"count": page_size}
+                reply = yield Script(
+                    "scan_leases", (index,), (cursor, page_size, prefix, *LEASE_FIELDS), retry=True
                 )
-                agents = [m for m, _ in members if m not in seen]
-                seen.update(agents)
-                if agents:
-                    keys = tuple(self.keys.lease_in(shard, a) for a in agents)
-                    reply = yield Script("read_leases", keys, LEASE_FIELDS, retry=True)
-                    live = leases_from(agents, reply)
-                    if live:
-                        yield Emit(live)
-                if int(cursor) == 0:
+                cursor, live = scanned_leases(reply, seen)
+                if live:
+                    yield Emit(live)
+                if cursor == 0:
                     break
 
     def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
@@ -742,38 +741,6 @@ def _token_of(session_id: str | None) -> int | None:
         return validation.session_id(session_id)[1]
     except InvalidInputError:
         return None
-
-
-#: pydantic's validator on a plain dict (see ``_validate_project``).
-_validate_lease: Callable[[dict[str, Any]], Lease] = Lease.__pydantic_validator__.validate_python
-_FIELDS_PER_LEASE: Final = len(LEASE_FIELDS)
-
-
-def leases_from(agents: Sequence[str], reply: Sequence[Any]) -> list[Lease]:
-    """The live leases of a ``read_leases`` reply (``LEASE_FIELDS`` per agent, in
-    order); an agent whose lease lapsed since the index was read is left out. The
-    session ids come from our own scripts: the token is read, not re-validated."""
-    width = _FIELDS_PER_LEASE
-    leases = []
-    for i, agent in enumerate(agents):
-        sid, start, heartbeat, deadline, ttl, meta = reply[i * width : i * width + width]
-        if not sid:
-            continue
-        leases.append(
-            _validate_lease(
-                {
-                    "session_id": sid,
-                    "agent_id": agent,
-                    "fencing_token": int(sid.partition("-")[0]),
-                    "started_at": _dt(start),
-                    "last_heartbeat": _dt(heartbeat),
-                    "expires_at": _dt(deadline),
-                    "ttl": int(ttl) / 1000,
-                    "metadata": validation.decode_metadata(meta),
-                }
-            )
-        )
-    return leases
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:

@@ -26,6 +26,7 @@ SCRIPT_NAMES: Final = (
     "import_project",
     "dead_letter",
     "read_leases",
+    "scan_leases",
     "reserve",
     "release_reservations",
     "renew_reservation",

@@ -28,6 +28,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.gc_tuning", "coordinator.liveness", "coordinator.server",
             "coordinator.health", "coordinator.shapes",
             "coordinator.reservations",
+            "coordinator.listing",
         ),
     ),
     (
