@@ -15,6 +15,7 @@ hash slot and runs unchanged on Redis Cluster::
     {coord:5}:rsvheld:<scope>   held resources; rsvunder: holdings beneath each path
     {coord:5}:rsvwait:<scope>   wait queue of the scope (arrival order)
     {coord:5}:rsvidx / rsvids   the shard's reservation deadlines / id -> scope, session
+    {coord:5}:rfence:<scope>    fencing counter of the scope's grants (written only by INCR)
     coord:meta                  shard count and schema version
     coord:worker:<consumer>     liveness of a worker consumer (TTL)
 """
@@ -64,6 +65,8 @@ class ScopeKeys:
     index: str
     ids: str
     stream: str
+    #: The scope's fencing counter (only the reserve script takes it).
+    fence: str
 
     @property
     def script_keys(self) -> tuple[str, str, str, str, str, str, str]:
@@ -150,6 +153,7 @@ class KeySpace:
             index=f"{tag}:{C.KEY_RESERVATION_INDEX}",
             ids=f"{tag}:{C.KEY_RESERVATION_IDS}",
             stream=f"{tag}:{C.KEY_EVENTS}",
+            fence=f"{tag}:{C.KEY_RESERVATION_FENCE}:{scope}",
         )
 
     def reservation_index(self, shard: int) -> str:

@@ -200,7 +200,7 @@ class ReservationCore:
         in_slot, lease_ttl = yield from self._lease_check(agent, sid, sk.shard)
         if ttl_ms is None and lease_ttl is not None:
             ttl_ms = lease_ttl
-        keys: tuple[str, ...] = sk.script_keys
+        keys: tuple[str, ...] = (*sk.script_keys, sk.fence)
         if in_slot:
             ak = self.keys.agent_keys(agent)
             keys += (ak.lease, ak.agent, ak.fence)
@@ -552,7 +552,7 @@ class ReservationCore:
 def _live(scope: str, records: dict[str, str], now_ms: int) -> list[Reservation]:
     found = []
     for rid, raw in records.items():
-        if rid == "#":
+        if rid == "#":  # where the scope's fencing counter lived before its own key
             continue
         record = json.loads(raw)
         if int(record["e"]) > now_ms:

@@ -78,9 +78,9 @@ end
 
 -- Reservations (reserve, release_reservations, renew_reservation). Keys of a scope:
 -- records (hash reservation id -> JSON {a agent, s session, m 'x'|'s', r resources as
--- given, t token, g granted ms, e deadline ms, l ttl ms, n reason}; field '#' is the
--- scope's fencing counter), held (hash resource path -> 'x <id>' | 's <id> <id> ...'),
--- under (hash 'a'..path / 'x'..path -> holdings / exclusive holdings strictly beneath
+-- given, t token, g granted ms, e deadline ms, l ttl ms, n reason; the scope's fencing
+-- counter is a key of its own, rfence:<scope>), held (hash resource path -> 'x <id>' |
+-- 's <id> <id> ...'), under (hash 'a'..path / 'x'..path -> holdings / exclusive holdings strictly beneath
 -- path). Per shard: index (zset id -> deadline ms), ids (hash id -> scope\nsession).
 
 -- The path a resource name stands for (a trailing '/' marks a directory).

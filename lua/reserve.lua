@@ -11,7 +11,8 @@
 -- KEYS[5] reservation index         ({ns:shard}:rsvidx)
 -- KEYS[6] reservation ids           ({ns:shard}:rsvids)
 -- KEYS[7] audit stream of the shard ({ns:shard}:events)
--- KEYS[8], KEYS[9], KEYS[10] lease hash, agent hash and fencing counter of the agent,
+-- KEYS[8] fencing counter of the scope ({ns:shard}:rfence:<scope>, written only by INCR)
+-- KEYS[9], KEYS[10], KEYS[11] lease hash, agent hash and fencing counter of the agent,
 --         when ARGV[8] is '1' (same slot)
 -- KEYS[last] request record, when ARGV[9] is not ''
 -- ARGV[1] agent id
@@ -21,7 +22,7 @@
 -- ARGV[5] ttl in ms ('' = the lease's ttl; only with ARGV[8] = '1')
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] reservation id to mint
--- ARGV[8] '1' = check the session's lease here (KEYS[8] to KEYS[10])
+-- ARGV[8] '1' = check the session's lease here (KEYS[9] to KEYS[11])
 -- ARGV[9] request record ttl in ms ('' = no request id)
 -- ARGV[10] fingerprint of the request's arguments
 -- ARGV[11] wait: '' = do not queue; 'new:<stale ms>' = queue on conflict;
@@ -45,8 +46,8 @@ if req_ttl ~= '' then req_key = KEYS[#KEYS] end
 
 local now = server_ms()
 if in_slot == '1' then
-  local live = redis.call('HMGET', KEYS[8], 'sid', 'ttl')
-  if live[1] ~= sid then return {2, dead_reason(KEYS[9], KEYS[10], sid, sid_token(sid), '0')} end
+  local live = redis.call('HMGET', KEYS[9], 'sid', 'ttl')
+  if live[1] ~= sid then return {2, dead_reason(KEYS[10], KEYS[11], sid, sid_token(sid), '0')} end
   if ttl == '' then ttl = live[2] end
 end
 if req_key then
@@ -173,7 +174,7 @@ if #holders > 0 or #waiting > 0 then
   return {6, ticket, now, h_json, w_json}
 end
 
-local token = redis.call('HINCRBY', rec_key, '#', 1)
+local token = redis.call('INCR', KEYS[8])
 local ttl_ms = tonumber(ttl)
 local deadline = now + ttl_ms
 local r = {a = agent, s = sid, m = mode, r = names, t = token, g = now, e = deadline, l = ttl_ms,

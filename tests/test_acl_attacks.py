@@ -43,6 +43,8 @@ STREAM, DEAD = KEYS.stream(SHARD), KEYS.dead_letters(SHARD)
 LEASE, RECORD, FENCE = KEYS.lease(AGENT), KEYS.agent(AGENT), KEYS.fence(AGENT)
 INDEX, META, LIVENESS = KEYS.index(SHARD), KEYS.meta, KEYS.worker("w1")
 GROUP = "coordinator"
+SCOPE = "repo"
+RFENCE = KEYS.scope_keys(SCOPE).fence
 
 #: Attacks (name -> command) every role is refused on every version.
 EVERYONE: dict[str, tuple[Any, ...]] = {
@@ -70,6 +72,9 @@ EVERYONE: dict[str, tuple[Any, ...]] = {
     "decr fence": ("DECR", FENCE),
     "incrby fence": ("INCRBY", FENCE, -5),
     "getdel fence": ("GETDEL", FENCE),
+    "set scope fence": ("SET", RFENCE, 0),
+    "decr scope fence": ("DECR", RFENCE),
+    "del scope fence": ("DEL", RFENCE),
     "hset namespace": ("HSET", META, "shards", 1),
     "hdel namespace": ("HDEL", META, "schema"),
     "del namespace": ("DEL", META),
@@ -125,7 +130,7 @@ ROLE_ATTACKS: dict[str, dict[str, tuple[Any, ...]]] = {
 REDIS6_GAPS: dict[str, set[str]] = {
     "coordinator-server": {
         "del stream", "expire stream", "set fence", "del fence",
-        "expire fence", "hset namespace", "hdel namespace", "del namespace", "del index",
+        "expire fence", "set scope fence", "del scope fence", "hset namespace", "hdel namespace", "del namespace", "del index",
         "del record",
     },
     "coordinator-worker": {
@@ -197,6 +202,7 @@ def activity(server: AclRedis, ops: redis.Redis) -> str:
     ) as c:
         s = c.start_session(AGENT)
         c.set_current_project(AGENT, "a", s.session_id, request_id="r-1")
+        c.reserve(AGENT, s.session_id, SCOPE, ["src/a.py"])
         c.start_session("agent-2")
     ops.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     ops.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=1)
