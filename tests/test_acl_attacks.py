@@ -130,8 +130,8 @@ ROLE_ATTACKS: dict[str, dict[str, tuple[Any, ...]]] = {
 REDIS6_GAPS: dict[str, set[str]] = {
     "coordinator-server": {
         "del stream", "expire stream", "set fence", "del fence",
-        "expire fence", "set scope fence", "del scope fence", "hset namespace", "hdel namespace", "del namespace", "del index",
-        "del record",
+        "expire fence", "set scope fence", "del scope fence", "hset namespace",
+        "hdel namespace", "del namespace", "del index", "del record",
     },
     "coordinator-worker": {
         "del stream", "del dead letters", "hset record", "hset lease", "del lease",
