@@ -100,7 +100,7 @@ def instructions(tree: Path, url: str, mode: str, calls: int, tmp: Path) -> int:
         timeout=1800,
     )
     text = out.read_text(encoding="utf-8", errors="replace")
-    match = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
     if match is None:
         raise RuntimeError(f"no instruction total in {out}")
     return int(match.group(1))
