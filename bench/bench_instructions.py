@@ -35,7 +35,7 @@ from typing import Any
 
 from coordinator import EmbeddedRedis
 
-WORKLOAD = r'''
+WORKLOAD = r"""
 import asyncio, sys
 url, mode, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from coordinator import AsyncCoordinator, Coordinator
@@ -74,7 +74,7 @@ elif mode == "async_50":
     asyncio.run(async_run(50))
 elif mode == "async_50_unpipelined":
     asyncio.run(async_run(50, auto_pipeline=False))
-'''
+"""
 
 MODES = ("bare_evalsha", "sync", "async", "async_50", "async_50_unpipelined")
 
