@@ -38,10 +38,12 @@ from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
 from coordinator.local.embedded import system_binary
 from coordinator.scripts import sources
 
-# The Redis work of a successful set_project, written plainly: read the lease, read
-# and write the record, append the 11-field audit entry. No checks, no branches.
+# The Redis work of a successful set_project, written plainly: read the lease and the
+# fencing counter, read and write the record, append the 11-field audit entry. No
+# checks, no branches.
 EQUIVALENT = """
 local sid = redis.call('HGET', KEYS[1], 'sid')
+local fence = redis.call('GET', KEYS[5])
 local rec = redis.call('HMGET', KEYS[2], 'p', 'v', 'ps', 'pu', 'pt')
 local v = redis.call('HINCRBY', KEYS[2], 'v', 1)
 local id = redis.call('XADD', KEYS[4], '*', 'event_type', 'project_set', 'agent_id', ARGV[1],
@@ -94,11 +96,11 @@ def sync_ratio(url: str, ops: int, rounds: int) -> dict[str, Any]:
 
     def same_script() -> None:
         for _ in range(ops):
-            bare.evalsha(script.sha, 4, *keys, *args)
+            bare.evalsha(script.sha, len(keys), *keys, *args)
 
     def equivalent_script() -> None:
         for _ in range(ops):
-            bare.evalsha(equivalent.sha, 4, *keys, *args)
+            bare.evalsha(equivalent.sha, len(keys), *keys, *args)
 
     def minimal_script() -> None:
         for _ in range(ops):
@@ -136,11 +138,11 @@ def async_ratio(url: str, ops: int, rounds: int) -> dict[str, Any]:
 
         async def same() -> None:
             for _ in range(ops):
-                await bare.evalsha(script.sha, 4, *keys, *args)
+                await bare.evalsha(script.sha, len(keys), *keys, *args)
 
         async def equal() -> None:
             for _ in range(ops):
-                await bare.evalsha(equivalent.sha, 4, *keys, *args)
+                await bare.evalsha(equivalent.sha, len(keys), *keys, *args)
 
         async def mini() -> None:
             for _ in range(ops):
