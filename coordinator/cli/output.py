@@ -48,16 +48,21 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-def emit_json_array(items: Iterable[Mapping[str, Any]]) -> None:
-    """A JSON array written item by item, so a long listing never sits in memory."""
+def emit_json_array(items: Iterable[Mapping[str, Any]], chunk: int = 500) -> None:
+    """A JSON array written ``chunk`` items at a time (one write each), so a long
+    listing never sits in memory and costs no write per item."""
+    dumps = json.dumps
+    parts: list[str] = []
     first = True
     click.echo("[", nl=False)
     for item in items:
-        click.echo(
-            ("\n  " if first else ",\n  ") + json.dumps(item, ensure_ascii=False, default=str),
-            nl=False,
-        )
+        parts.append(("\n  " if first else ",\n  ") + dumps(item, ensure_ascii=False, default=str))
         first = False
+        if len(parts) >= chunk:
+            click.echo("".join(parts), nl=False)
+            parts.clear()
+    if parts:
+        click.echo("".join(parts), nl=False)
     click.echo("\n]" if not first else "]")
 
 
@@ -73,9 +78,14 @@ def emit_table(
         widths = [len(h) for h in headers]
         for row in rows:
             widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers] if header else []
-    for line in [*lines, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    lines = [headers, *rows] if header else rows
+    if lines:  # one write for the whole page
+        click.echo(
+            "\n".join(
+                "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                for line in lines
+            )
+        )
     return list(widths)
 
 
