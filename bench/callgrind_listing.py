@@ -1,0 +1,83 @@
+"""Client instructions per listed lease, counted by callgrind (load-independent).
+
+    python bench/callgrind_listing.py                      # this checkout
+    python bench/callgrind_listing.py --before /tmp/old    # and an older checkout
+
+One throwaway redis-server holds two namespaces of 2,000 and 12,000 leases (sessions
+of an hour, half with metadata). ``Coordinator.list_leases()`` runs once per namespace
+in a subprocess under ``valgrind --tool=callgrind``; the difference of the two
+instruction counts divided by 10,000 is what one more lease costs the client process
+(start-up, imports and connecting cancel out). ``--before`` runs the same with another
+checkout of the package first on ``PYTHONPATH`` (e.g. ``git archive <commit>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from coordinator import AsyncCoordinator, EmbeddedRedis
+from coordinator.local.embedded import system_binary
+
+SIZES = {"small": 2_000, "large": 12_000}
+CHILD = (
+    "import sys\n"
+    "from coordinator import Coordinator\n"
+    "c = Coordinator.from_url(sys.argv[1], namespace=sys.argv[2])\n"
+    "assert len(c.list_leases()) == int(sys.argv[3])\n"
+)
+
+
+async def fill(url: str, namespace: str, n: int) -> None:
+    async with AsyncCoordinator.from_url(url, namespace=namespace) as client:
+        gate = asyncio.Semaphore(200)
+
+        async def one(i: int) -> None:
+            async with gate:
+                meta = {"host": f"host-{i % 50}", "pid": i} if i % 2 else None
+                await client.start_session(f"agent-{i}", meta, ttl=3600)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def per_lease(url: str, path: str, folder: Path) -> int:
+    counts = {}
+    for namespace, n in SIZES.items():
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / namespace}",
+             sys.executable, "-c", CHILD, url, namespace, str(n)],
+            env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        assert found, out.stderr
+        counts[namespace] = int(found.group(1))
+    return (counts["large"] - counts["small"]) // (SIZES["large"] - SIZES["small"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", help="another checkout to count first")
+    args = parser.parse_args()
+    here = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedRedis(Path(tmp) / "redis", port=0, unix_socket=False,
+                               binary=system_binary())  # fmt: skip
+        with server:
+            for namespace, n in SIZES.items():
+                asyncio.run(fill(server.url, namespace, n))
+            checkouts = ([("before", args.before)] if args.before else []) + [("this", here)]
+            for label, path in checkouts:
+                count = per_lease(server.url, path, Path(tmp))
+                print(f"{label}: {count} instructions per lease ({path})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
