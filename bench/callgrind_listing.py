@@ -53,6 +53,7 @@ def per_lease(url: str, path: str, folder: Path) -> int:
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / namespace}",
              sys.executable, "-c", CHILD, url, namespace, str(n)],
             env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, check=True,
+            cwd=folder,  # not this checkout: ``python -c`` puts the working directory first
         )  # fmt: skip
         found = re.search(r"Collected : (\d+)", out.stderr)
         assert found, out.stderr
