@@ -36,8 +36,7 @@ from coordinator.errors import (
 from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
-from coordinator.listing import FIELDS, scanned_leases
-from coordinator.listing import leases_from as leases_from  # the dashboard's decoder
+from coordinator.listing import FIELDS, leases_from
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
@@ -398,18 +397,22 @@ class CoordinatorCore:
                 yield Emit([lease])
             return
         for shard in range(self.keys.shards):
-            # One script per page scans the index and reads the leases it names.
-            index, prefix = self.keys.index(shard), self.keys.lease_in(shard, "")
             cursor: int = 0
             seen: set[str] = set()  # ZSCAN may repeat members while the set rehashes
             while True:
-                reply = yield Script(
-                    "scan_leases", (index,), (cursor, page_size, prefix, *LEASE_FIELDS), retry=True
+                cursor, members = yield Command(
+                    "zscan", (self.keys.index(shard), cursor), {"count": page_size}
                 )
-                cursor, live = scanned_leases(reply, seen)
-                if live:
-                    yield Emit(live)
-                if cursor == 0:
+                agents = [m for m, _ in members if m not in seen]
+                seen.update(agents)
+                if agents:
+                    # Every key declared (DESIGN.md: no key names built inside Lua).
+                    keys = tuple(self.keys.lease_in(shard, a) for a in agents)
+                    reply = yield Script("read_leases", keys, LEASE_FIELDS, retry=True)
+                    live = leases_from(agents, reply)
+                    if live:
+                        yield Emit(live)
+                if int(cursor) == 0:
                     break
 
     def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:

@@ -1,4 +1,4 @@
-"""Decoding lease listings in bulk: the replies of ``scan_leases`` and ``read_leases``.
+"""Decoding lease listings in bulk: the replies of ``read_leases``.
 
 A listing of 100,000 leases is decoded in Python, lease by lease, so this is where
 its time goes. The values come from our own scripts (``start_session`` and
@@ -56,23 +56,6 @@ def _metadata(raw: str) -> dict[str, Any]:
     # As validation.decode_metadata (and pydantic, which copies a dict it validates).
     value = loads(raw)
     return value if type(value) is dict else {"value": value}
-
-
-def scanned_leases(reply: Sequence[Any], seen: set[str]) -> tuple[int, list[Lease]]:
-    """The cursor and the live leases of a ``scan_leases`` reply: the next cursor,
-    then an agent id and its ``FIELDS`` per live lease. An agent already in ``seen``
-    (ZSCAN may return a member twice while the index rehashes) is left out; the
-    others are added to it."""
-    leases: list[Lease] = []
-    append, add = leases.append, seen.add
-    step = _WIDTH + 1
-    for i in range(1, len(reply), step):
-        agent = reply[i]
-        if agent in seen:
-            continue
-        add(agent)
-        append(trusted_lease(*reply[i : i + step]))
-    return int(reply[0]), leases
 
 
 def leases_from(agents: Sequence[str], reply: Sequence[Any]) -> list[Lease]:

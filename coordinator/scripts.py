@@ -26,7 +26,6 @@ SCRIPT_NAMES: Final = (
     "import_project",
     "dead_letter",
     "read_leases",
-    "scan_leases",
     "reserve",
     "release_reservations",
     "renew_reservation",

@@ -1,5 +1,5 @@
 """Lease listings decoded in bulk: a Lease built from our scripts' fields without
-validation is the validated Lease, and ``scan_leases`` reads one page of a shard."""
+validation is the validated Lease."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import pickle
 from typing import Any
 
 import pytest
-import redis
 
 from coordinator.core import LEASE_FIELDS
-from coordinator.listing import leases_from, scanned_leases, trusted_lease
+from coordinator.listing import leases_from, trusted_lease
 from coordinator.models import Lease
-from coordinator.scripts import sources
 from coordinator.timestamps import ms_to_datetime
 from coordinator.validation import decode_metadata
 
@@ -59,34 +57,7 @@ def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None
     assert Lease.model_validate(fast.model_dump()) == fast
 
 
-def test_lapsed_and_repeated_members_are_left_out() -> None:
-    live = ["agent-a", *FIELDS[0]]
-    other = ["agent-b", *FIELDS[1]]
-    seen: set[str] = {"agent-b"}
-    cursor, leases = scanned_leases(["17", *live, *other], seen)
-    assert cursor == 17
-    assert [lease.agent_id for lease in leases] == ["agent-a"]
-    assert seen == {"agent-a", "agent-b"}
+def test_lapsed_leases_are_left_out() -> None:
     lapsed = [None] * len(LEASE_FIELDS)
     (lease,) = leases_from(["agent-a", "agent-b"], [*FIELDS[0], *lapsed])
     assert lease == trusted_lease("agent-a", *FIELDS[0])
-
-
-def test_scan_leases_reads_only_keys_of_the_index_slot(client: Any, raw: redis.Redis) -> None:
-    client.start_session("agent-1", metadata={"k": 1})
-    keys = client.keys
-    shard = next(s for s in range(keys.shards) if raw.zcard(keys.index(s)))
-    script = raw.register_script(sources()["scan_leases"])
-    index = keys.index(shard)
-    reply = script(keys=[index], args=[0, 500, keys.lease_in(shard, ""), *LEASE_FIELDS])
-    cursor, (lease,) = scanned_leases(reply, set())
-    assert cursor == 0
-    assert lease == client.list_leases("agent-1")[0]
-    # A prefix outside the index's slot is refused before anything is read.
-    foreign = keys.lease_in(shard, "").replace("}", "x}", 1)
-    with pytest.raises(redis.ResponseError, match="not in the index slot"):
-        script(keys=[index], args=[0, 500, foreign, *LEASE_FIELDS])
-    # A member whose lease hash is gone (lapsed, not yet reaped) is not listed.
-    raw.delete(keys.lease_in(shard, "agent-1"))
-    assert script(keys=[index], args=[0, 500, keys.lease_in(shard, ""), *LEASE_FIELDS]) == ["0"]
-    assert client.list_leases() == []

@@ -17,8 +17,9 @@ from typing import Any
 
 from coordinator.aio import AsyncCoordinator
 from coordinator.calls import Batch, Command, Plan, Script
-from coordinator.core import LEASE_FIELDS, RECORD_FIELDS, leases_from, record_from
+from coordinator.core import LEASE_FIELDS, RECORD_FIELDS, record_from
 from coordinator.keys import KeySpace
+from coordinator.listing import leases_from
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Reservation
 from coordinator.shapes import iso
 from coordinator.timestamps import ms_to_datetime, time_reply_ms
