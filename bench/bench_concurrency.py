@@ -4,7 +4,8 @@
     python bench/bench_concurrency.py --quick        # a short smoke run
     python bench/bench_concurrency.py --json out.json
 
-One process, one throwaway redis-server (the system one when present), one run. For
+One process, one throwaway redis-server (the system one when present, persistence off),
+one run. For
 each concurrency (1, 10, 50 and 200 tasks on one event loop) the rounds interleave:
 
 * ``library``: one ``AsyncCoordinator`` shared by the tasks, ``set_current_project``
@@ -205,7 +206,11 @@ def main() -> None:
     binary = system_binary()
     report: dict[str, Any] = {"python": sys.version.split()[0], "ops": ops, "rounds": rounds}
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp), port=0, unix_socket=False, binary=binary)
+        # No persistence: this measures the client's cost per call, which an fsync per
+        # write (the embedded default, appendfsync always) would hide behind the disk.
+        server = EmbeddedRedis(
+            Path(tmp), port=0, unix_socket=False, binary=binary, appendonly=False
+        )
         with server:
             with server.client(decode_responses=True) as r:
                 report["redis"] = r.info("server")["redis_version"]
