@@ -74,7 +74,10 @@ class PauseClient(Nemesis):
     def inject(self, target: Target, rng: random.Random) -> str:
         pid = rng.choice(list(target.client_pids))
         pause = target.lease_ttl * 1.5 + 0.2
-        os.kill(pid, signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:  # its run ended in the meantime: nothing to pause
+            return f"client pid {pid} had exited: not paused"
         try:
             time.sleep(pause)
         finally:
