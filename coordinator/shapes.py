@@ -36,6 +36,18 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def byte_size(value: int | None) -> str:
+    """``512 B``, ``3.2 MiB``; ``?`` when unknown (the CLI's status and the dashboard)."""
+    if value is None:
+        return "?"
+    amount, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            break
+        amount /= 1024
+    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+
+
 def lease_json(lease: Lease, record: AgentProject | None, now: datetime) -> dict[str, Any]:
     """``coordinator leases --json`` (one item) and ``lease show --json``."""
     return {

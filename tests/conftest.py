@@ -23,8 +23,10 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner, Result
 
 from coordinator import AsyncCoordinator, Coordinator, EmbeddedRedis
+from coordinator.cli.main import cli
 from coordinator.local.cluster import EmbeddedCluster
 from tests.helpers import (
     BINARIES,
@@ -138,6 +140,30 @@ def make_client(make_coordinator: Callable[..., Any], redis_url: str) -> Callabl
 def client(make_client: Callable[..., Any]) -> Any:
     """A Coordinator, or an AsyncCoordinator behind a sync facade (both run)."""
     return make_client(lease_ttl=30)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(redis_url: str) -> Callable[..., Result]:
+    """``run(*args, input=None)``: the CLI in-process on the session's server."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(
+            cli, ["--redis-url", redis_url, "--namespace", "test", *args], input=input
+        )
+
+    return invoke
+
+
+@pytest.fixture
+def coord(redis_url: str) -> Iterator[Coordinator]:
+    """A synchronous client in the CLI tests' namespace."""
+    client = Coordinator.from_url(redis_url, namespace="test", lease_ttl=600)
+    yield client
+    client.close()
 
 
 # --- event sinks -----------------------------------------------------------------------

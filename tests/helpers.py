@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from click.testing import Result
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -263,3 +264,21 @@ def as_user(server: EmbeddedRedis, user: str) -> redis.Redis:
         decode_responses=True,
         retry=NO_RETRY,
     )
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def ok(result: Result) -> Result:
+    """A CLI run that succeeded."""
+    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def failed(result: Result, code: int) -> str:
+    """Exit code as expected, a one-line message, and no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error") or "Usage" in message
+    return message

@@ -14,46 +14,12 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from coordinator import Coordinator, EmbeddedRedis
+from coordinator import EmbeddedRedis
 from coordinator.cli.main import cli
 from coordinator.local.embedded import server_kind
-from tests.helpers import stream_entries, wait_until
-
-
-@pytest.fixture
-def run(redis_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(
-            cli, ["--redis-url", redis_url, "--namespace", "test", *args], input=input
-        )
-
-    return invoke
-
-
-@pytest.fixture
-def coord(redis_url: str) -> Any:
-    client = Coordinator.from_url(redis_url, namespace="test", lease_ttl=600)
-    yield client
-    client.close()
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result
-
-
-def failed(result: Result, code: int) -> str:
-    """Exit code as expected, a one-line message, and no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message.startswith("Error") or "Usage" in message
-    return message
-
+from tests.helpers import failed, ok, stream_entries, wait_until
 
 # --- leases ----------------------------------------------------------------------------
 

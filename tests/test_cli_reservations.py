@@ -6,43 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 import redis
-from click.testing import CliRunner, Result
 
-from coordinator import Coordinator
-from coordinator.cli.main import cli
-from tests.helpers import stream_entries
-
-
-@pytest.fixture
-def run(redis_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(
-            cli, ["--redis-url", redis_url, "--namespace", "test", *args], input=input
-        )
-
-    return invoke
-
-
-@pytest.fixture
-def coord(redis_url: str) -> Any:
-    client = Coordinator.from_url(redis_url, namespace="test", lease_ttl=600)
-    yield client
-    client.close()
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result
-
-
-def failed(result: Result, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    return result.stderr.strip()
+from tests.helpers import failed, ok, stream_entries
 
 
 def test_reservations_table_json_and_filters(run: Any, coord: Any) -> None:

@@ -17,6 +17,7 @@ from coordinator import shapes
 from coordinator.errors import InvalidInputError
 from coordinator.models import AgentEvent, AgentProject, Lease
 from coordinator.shapes import (
+    byte_size,
     duration,
     event_change,
     event_json,
@@ -30,6 +31,7 @@ from coordinator.shapes import (
 __all__ = [
     "EVENT_HEADERS",
     "LEASE_HEADERS",
+    "byte_size",
     "duration",
     "emit_json",
     "emit_json_array",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from coordinator.cli.base import CliState, handles_errors
-from coordinator.cli.output import duration, emit_json, emit_table
+from coordinator.cli.output import byte_size, duration, emit_json, emit_table
 from coordinator.server import ServerFacts
 from coordinator.stats import NamespaceStats, StreamStats
 
@@ -106,26 +106,15 @@ def server_line(facts: ServerFacts | None) -> str:
         return "unknown (the server answered no INFO)"
     if facts.maxmemory:
         ratio = facts.memory_ratio or 0.0
-        memory = f"{size(facts.used_memory)} of {size(facts.maxmemory)} ({ratio:.0%})"
+        memory = f"{byte_size(facts.used_memory)} of {byte_size(facts.maxmemory)} ({ratio:.0%})"
     else:
-        memory = f"{size(facts.used_memory)} (no maxmemory)"
+        memory = f"{byte_size(facts.used_memory)} (no maxmemory)"
     if facts.aof_enabled:
         fsync = f", appendfsync {facts.appendfsync}" if facts.appendfsync else ""
         persistence = f"aof on{fsync}"
     else:
         persistence = "aof off" + (f", rdb save {facts.rdb_save!r}" if facts.rdb_save else "")
     return f"maxmemory-policy {facts.policy}, memory {memory}, {persistence}"
-
-
-def size(value: int | None) -> str:
-    if value is None:
-        return "?"
-    amount, unit = float(value), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            break
-        amount /= 1024
-    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
 
 
 def _busy(stream: StreamStats) -> bool:

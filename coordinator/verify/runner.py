@@ -203,23 +203,10 @@ def _run(
             duration=options.duration,
             seed=seed * 1000 + i,
             history=str(folder / f"client-{i}.jsonl"),
+            # The project clients first, then the reservation clients.
+            reservations=i >= options.clients,
         )
-        for i in range(options.clients)
-    ]
-    plans += [
-        ClientPlan(
-            index=i,
-            redis_url=settings.redis_url,
-            password=password,
-            namespace=namespace,
-            agents=agents,
-            lease_ttl=options.lease_ttl,
-            duration=options.duration,
-            seed=seed * 1000 + i,
-            history=str(folder / f"client-{i}.jsonl"),
-            reservations=True,
-        )
-        for i in range(options.clients, options.clients + options.reservation_clients)
+        for i in range(options.clients + options.reservation_clients)
     ]
     if worker is not None:
         worker.start()

@@ -30,6 +30,20 @@ from coordinator.web.security import COOKIE
 log = logging.getLogger(__name__)
 
 
+async def _action_form(request: Request) -> tuple[Dashboard, Mapping[str, str]] | Response:
+    """The dashboard and the submitted form of an operator action, or the refusal:
+    actions off, a cross-origin request, a stale CSRF token, no confirmation or reason."""
+    dashboard = dashboard_of(request)
+    refused = _refuse_action(request, dashboard)
+    if refused is not None:
+        return refused
+    form = await read_form(request)
+    problem = _check_action_form(request, dashboard, form)
+    if problem is not None:
+        return problem
+    return dashboard, form
+
+
 def _refuse_action(request: Request, dashboard: Dashboard) -> Response | None:
     if not dashboard.options.allow_actions:
         return error_response(
@@ -57,14 +71,10 @@ def _check_action_form(
 @page
 async def revoke(request: Request) -> Response:
     """The operator's revoke: a reason, a confirmation, the page's CSRF token."""
-    dashboard = dashboard_of(request)
-    refused = _refuse_action(request, dashboard)
-    if refused is not None:
-        return refused
-    form = await read_form(request)
-    problem = _check_action_form(request, dashboard, form)
-    if problem is not None:
-        return problem
+    checked = await _action_form(request)
+    if isinstance(checked, Response):
+        return checked
+    dashboard, form = checked
     agent_id, reason = form.get("agent", ""), form.get("reason", "").strip()
     revoked = await dashboard.actor.revoke_session(agent_id, reason=reason)
     client = request.client.host if request.client else "?"
@@ -79,14 +89,10 @@ async def revoke(request: Request) -> Response:
 @page
 async def release(request: Request) -> Response:
     """The operator's release of a reservation: a reason, a confirmation, the CSRF token."""
-    dashboard = dashboard_of(request)
-    refused = _refuse_action(request, dashboard)
-    if refused is not None:
-        return refused
-    form = await read_form(request)
-    problem = _check_action_form(request, dashboard, form)
-    if problem is not None:
-        return problem
+    checked = await _action_form(request)
+    if isinstance(checked, Response):
+        return checked
+    dashboard, form = checked
     reservation_id, reason = form.get("reservation", ""), form.get("reason", "").strip()
     released = await dashboard.actor.release_reservation(reservation_id, reason=reason)
     client = request.client.host if request.client else "?"

@@ -84,7 +84,7 @@ class Dashboard:
             versions=shapes.event_versions,
             keepalive=keepalive_state,
             compact=compact_json,
-            size=byte_size,
+            size=shapes.byte_size,
             event_types=[e.value for e in EventType],
         )
 
@@ -105,18 +105,6 @@ def keepalive_state(lease: Lease, now: datetime) -> str:
         return "no heartbeat yet"
     age = (now - lease.last_heartbeat).total_seconds()
     return "heartbeating" if age <= lease.ttl / 2 else "late"
-
-
-def byte_size(value: int | None) -> str:
-    """``512 B``, ``3.2 MiB``; ``?`` when unknown."""
-    if value is None:
-        return "?"
-    amount, unit = float(value), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            break
-        amount /= 1024
-    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
 
 
 def compact_json(value: Any, limit: int = 200) -> str:
