@@ -36,7 +36,7 @@ from coordinator.errors import (
 from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
-from coordinator.listing import FIELDS, leases_from
+from coordinator.listing import FIELDS, leases_plan
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
@@ -387,7 +387,7 @@ class CoordinatorCore:
     # --- listings -------------------------------------------------------------------
 
     def leases(self, agent_id: str | None, page_size: int = 500) -> StreamPlan[Lease]:
-        """Live leases, shard by shard, one page at a time (never all in memory)."""
+        """Live leases, a page per shard at a time (never all in memory; see listing.py)."""
         page_size = validation.page_size(page_size)
         if agent_id is not None:
             agent = validation.agent_id(agent_id)
@@ -396,24 +396,7 @@ class CoordinatorCore:
             if lease is not None:
                 yield Emit([lease])
             return
-        for shard in range(self.keys.shards):
-            cursor: int = 0
-            seen: set[str] = set()  # ZSCAN may repeat members while the set rehashes
-            while True:
-                cursor, members = yield Command(
-                    "zscan", (self.keys.index(shard), cursor), {"count": page_size}
-                )
-                agents = [m for m, _ in members if m not in seen]
-                seen.update(agents)
-                if agents:
-                    # Every key declared (DESIGN.md: no key names built inside Lua).
-                    keys = tuple(self.keys.lease_in(shard, a) for a in agents)
-                    reply = yield Script("read_leases", keys, LEASE_FIELDS, retry=True)
-                    live = leases_from(agents, reply)
-                    if live:
-                        yield Emit(live)
-                if int(cursor) == 0:
-                    break
+        yield from leases_plan(self.keys, page_size)
 
     def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
         """Project records of several agents in one pipelined round trip."""

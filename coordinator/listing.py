@@ -1,29 +1,60 @@
-"""Decoding lease listings in bulk: the replies of ``read_leases``.
+"""Listing live leases at scale: the plan that walks the lease index, and the bulk
+decoding of what ``read_leases`` returns.
 
-A listing of 100,000 leases is decoded in Python, lease by lease, so this is where
-its time goes. The values come from our own scripts (``start_session`` and
-``heartbeat`` wrote them), so a :class:`~coordinator.models.Lease` is built without
-running pydantic's validation: :func:`trusted_lease` stores exactly the values the
-validator would have stored (the same types, the same fields set), so the result is
-equal to, and serialises like, a validated one (``tests/test_listing.py`` proves it).
+A listing of 100,000 leases spends its time lease by lease, in the server's script
+and in the client's decoding, so both are kept lean:
+
+* each shard's index is walked with ``ZSCAN`` (it returns every member present for
+  the whole walk at least once, however the set changes meanwhile; a walk by rank or
+  by deadline can skip one); up to :data:`SHARDS_IN_FLIGHT` shards are walked at once,
+  and every round trip is one pipeline holding each walking shard's next ``ZSCAN``
+  and one ``read_leases`` per page read by the previous round trip, so the server
+  reads a page while the client decodes the one before;
+* ``read_leases`` returns each lease as one string (its fields joined by newlines),
+  so the client parses one reply element per lease instead of six;
+* a :class:`~coordinator.models.Lease` is built without running pydantic's
+  validation: the values come from our own scripts (``start_session`` and
+  ``heartbeat`` wrote them), and :func:`trusted_lease` stores exactly the values the
+  validator would have stored (the same types, the same fields set), so the result
+  is equal to, and serialises like, a validated one (``tests/test_listing.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from json import loads
 from typing import Any, Final
 
-from coordinator.models import Lease
+from pydantic import BaseModel
 
-#: Lease hash fields a listing reads, in this order (``LEASE_FIELDS`` in core).
+from coordinator.calls import Batch, Command, Emit, Script, StreamPlan
+from coordinator.keys import KeySpace
+from coordinator.models import Lease
+from coordinator.scripts import digest
+
+#: Lease hash fields a listing reads, in this order (``LEASE_FIELDS`` in core); the
+#: order ``read_leases`` joins them in.
 FIELDS: Final = ("sid", "start", "hb", "exp", "ttl", "meta")
-_WIDTH: Final = len(FIELDS)
-_NAMES: Final = tuple(Lease.model_fields)
+#: Shards whose index is walked at the same time (each round trip reads one page of
+#: each): at most this many pages of leases are in flight.
+SHARDS_IN_FLIGHT: Final = 16
+
+_NAMES: Final = frozenset(Lease.model_fields)
+_FIELDS_SET: Final = set(_NAMES)
 _new = object.__new__
-_set = object.__setattr__
+# The slots pydantic's own model_construct fills, set through their descriptors
+# (object.__setattr__ would look each one up again).
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _fromtimestamp = datetime.fromtimestamp
+#: Below this many ms since the epoch (the year 2096) ``fromtimestamp(ms / 1000)`` is
+#: exact to the millisecond, so a datetime plus a whole number of ms is the same value.
+_EXACT_BELOW: Final = 4_000_000_000_000
+#: Deadline minus last heartbeat (ms; the lease's TTL as a rule) -> that timedelta.
+_gaps: dict[int, timedelta] = {}
 
 
 def trusted_lease(
@@ -31,25 +62,43 @@ def trusted_lease(
 ) -> Lease:
     """The :class:`Lease` of one agent's lease-hash fields (``FIELDS`` order), as
     written by our scripts: equal to ``Lease(...)`` of the same values, unvalidated."""
+    started_ms = int(start)
+    started = _fromtimestamp(started_ms / 1000, UTC)
+    if heartbeat == start:  # no heartbeat yet: the same instant
+        beat_ms, beat = started_ms, started
+    else:
+        beat_ms = int(heartbeat)
+        beat = _fromtimestamp(beat_ms / 1000, UTC)
+    deadline_ms = int(deadline)
+    gap = _gaps.get(deadline_ms - beat_ms)
+    if gap is not None and deadline_ms < _EXACT_BELOW:
+        expires = beat + gap
+    else:
+        expires = _fromtimestamp(deadline_ms / 1000, UTC)
+        _remember_gap(deadline_ms - beat_ms)
     lease = _new(Lease)
-    _set(
+    _set_dict(
         lease,
-        "__dict__",
         {
             "session_id": sid,
             "agent_id": agent,
             "fencing_token": int(sid.partition("-")[0]),
-            "started_at": _fromtimestamp(int(start) / 1000, UTC),
-            "last_heartbeat": _fromtimestamp(int(heartbeat) / 1000, UTC),
-            "expires_at": _fromtimestamp(int(deadline) / 1000, UTC),
+            "started_at": started,
+            "last_heartbeat": beat,
+            "expires_at": expires,
             "ttl": int(ttl) / 1000,
             "metadata": _metadata(meta) if meta else None,
         },
     )
-    _set(lease, "__pydantic_fields_set__", set(_NAMES))
-    _set(lease, "__pydantic_extra__", None)
-    _set(lease, "__pydantic_private__", None)
+    _set_fields(lease, _FIELDS_SET.copy())
+    _set_extra(lease, None)
+    _set_private(lease, None)
     return lease
+
+
+def _remember_gap(ms: int) -> None:
+    if ms >= 0 and len(_gaps) < 4096:  # bounded: a fleet has a handful of TTLs
+        _gaps[ms] = timedelta(milliseconds=ms)
 
 
 def _metadata(raw: str) -> dict[str, Any]:
@@ -58,13 +107,65 @@ def _metadata(raw: str) -> dict[str, Any]:
     return value if type(value) is dict else {"value": value}
 
 
-def leases_from(agents: Sequence[str], reply: Sequence[Any]) -> list[Lease]:
-    """The live leases of a ``read_leases`` reply (``FIELDS`` per agent, in order);
-    an agent whose lease lapsed since the index was read is left out."""
-    width = _WIDTH
-    leases = []
-    for i, agent in enumerate(agents):
-        fields = reply[i * width : i * width + width]
-        if fields[0]:
-            leases.append(trusted_lease(agent, *fields))
-    return leases
+def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Lease]:
+    """The live leases of a ``read_leases`` reply (one string per agent, in order, its
+    fields joined by newlines; None where the lease lapsed since the index was read)."""
+    return [
+        trusted_lease(agent, *packed.split("\n", 5))
+        for agent, packed in zip(agents, reply, strict=True)
+        if packed
+    ]
+
+
+def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:
+    """Every live lease of every shard, ``page_size`` index members per shard and
+    round trip (never all in memory: at most :data:`SHARDS_IN_FLIGHT` pages)."""
+    shards: Iterator[int] = iter(range(keys.shards))
+    cursors: dict[int, int | str] = {}  # walking shard -> its ZSCAN cursor
+    seen: dict[int, set[str]] = {}  # ZSCAN may repeat members while the set rehashes
+    pages: list[tuple[int, list[str]]] = []  # read by the last round trip, not decoded
+    sha = digest("read_leases")
+    while True:
+        for shard in shards:
+            cursors[shard], seen[shard] = 0, set()
+            if len(cursors) == SHARDS_IN_FLIGHT:
+                break
+        if not cursors and not pages:
+            return
+        reads = [_read(keys, shard, agents, sha) for shard, agents in pages]
+        scans = [
+            Command("zscan", (keys.index(shard), cursor), {"count": page_size})
+            for shard, cursor in cursors.items()
+        ]
+        replies = yield Batch((*reads, *scans), errors_in_place=True)
+        for (_, agents), read, reply in zip(pages, reads, replies[: len(reads)], strict=True):
+            if isinstance(reply, Exception):
+                # NOSCRIPT, or a failure: once more on its own, with the shell's
+                # script loading, retries and error mapping.
+                reply = yield Script("read_leases", read.args[2:], (), retry=True)
+            live = leases_from(agents, reply)
+            if live:
+                yield Emit(live)
+        pages = []
+        for (shard, _), scan, reply in zip(
+            list(cursors.items()), scans, replies[len(reads) :], strict=True
+        ):
+            if isinstance(reply, Exception):
+                reply = yield scan
+            cursor, members = reply
+            known = seen[shard]
+            agents = [m for m, _ in members if m not in known]
+            if agents:
+                known.update(agents)
+                pages.append((shard, agents))
+            if int(cursor) == 0:
+                del cursors[shard], seen[shard]
+            else:
+                cursors[shard] = cursor
+
+
+def _read(keys: KeySpace, shard: int, agents: list[str], sha: str) -> Command:
+    # Every key declared (DESIGN.md: no key names built inside Lua). EVALSHA as a
+    # pipelined command; a NOSCRIPT reply is retried as a Script (see leases_plan).
+    prefix = keys.lease_in(shard, "")
+    return Command("evalsha", (sha, len(agents), *[prefix + a for a in agents]))

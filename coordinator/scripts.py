@@ -9,6 +9,7 @@ self-contained source whose SHA-1 is computed locally by redis-py.
 from __future__ import annotations
 
 from functools import cache
+from hashlib import sha1
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -54,3 +55,10 @@ def sources() -> dict[str, str]:
         name: f"{library}\n{(folder / f'{name}.lua').read_text(encoding='utf-8')}"
         for name in SCRIPT_NAMES
     }
+
+
+@cache
+def digest(name: str) -> str:
+    """The SHA-1 ``EVALSHA`` runs the script by (what redis-py's ``register_script``
+    computes): for a plan that pipelines a script as a plain command."""
+    return sha1(sources()[name].encode("utf-8")).hexdigest()

@@ -1,5 +1,6 @@
 """Lease listings decoded in bulk: a Lease built from our scripts' fields without
-validation is the validated Lease."""
+validation is the validated Lease, and the pipelined listing of every shard returns
+exactly the leases that reading each agent's lease on its own returns."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import pickle
 from typing import Any
 
 import pytest
+import redis
 
-from coordinator.core import LEASE_FIELDS
-from coordinator.listing import leases_from, trusted_lease
+from coordinator.listing import SHARDS_IN_FLIGHT, leases_from, trusted_lease
 from coordinator.models import Lease
+from coordinator.scripts import digest, sources
 from coordinator.timestamps import ms_to_datetime
 from coordinator.validation import decode_metadata
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -23,6 +26,12 @@ FIELDS = [
     ("1-00@a", "0", "1", "999", "1", None),
     ("12345678901-ff@x", "4102444799999", "4102444799999", "4102444800000", "3600000", "[1]"),
     ("3-ab@b", "1765000000500", "1765000000501", "1765000000502", "250", '"text"'),
+    ("4-ab@b", "1765000000500", "1765000009999", "1765000039999", "30000", None),
+    ("5-ab@b", "1765000000500", "1765000009999", "1765000039999", "30000", '{"a":\n"b"}'),
+    ("6-ab@b", "3999999999000", "3999999999998", "4000000029998", "30000", None),
+    ("7-ab@b", "1765000000000", "1765000000000", "1765000000000", "0", None),
+    ("8-ab@b", "1765000009999", "1765000009999", "1765000000000", "30000", None),
+    ("9-ab@b", "999", "1001", "1000", "30000", "{}"),
 ]  # fmt: skip
 
 
@@ -39,6 +48,7 @@ def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None
         ttl=int(ttl) / 1000,
         metadata=decode_metadata(meta),
     )
+    trusted_lease("agent-a", *fields)  # the second one adds a known gap to a datetime
     fast = trusted_lease("agent-a", *fields)
     assert fast == validated
     assert validated == fast
@@ -57,7 +67,102 @@ def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None
     assert Lease.model_validate(fast.model_dump()) == fast
 
 
+def packed(fields: tuple[Any, ...]) -> str:
+    """A lease as ``read_leases`` returns it."""
+    return "\n".join(value or "" for value in fields)
+
+
 def test_lapsed_leases_are_left_out() -> None:
-    lapsed = [None] * len(LEASE_FIELDS)
-    (lease,) = leases_from(["agent-a", "agent-b"], [*FIELDS[0], *lapsed])
+    (lease,) = leases_from(["agent-a", "agent-b"], [packed(FIELDS[0]), None])
     assert lease == trusted_lease("agent-a", *FIELDS[0])
+
+
+def test_only_the_metadata_may_hold_a_newline() -> None:
+    (lease,) = leases_from(["agent-a"], [packed(FIELDS[5])])
+    assert lease.metadata == {"a": "b"}
+    assert lease == trusted_lease("agent-a", *FIELDS[5])
+
+
+def test_the_digest_is_the_sha_redis_py_runs_the_script_by() -> None:
+    script = redis.Redis().register_script(sources()["read_leases"])
+    assert digest("read_leases") == script.sha
+
+
+# --- against real servers (and clusters) --------------------------------------------------
+
+
+def one_by_one(client: Any, agents: list[str]) -> list[Lease]:
+    """Each agent's lease read on its own (HMGET and pydantic's validation)."""
+    return [lease for agent in agents for lease in client.list_leases(agent)]
+
+
+def by_agent(leases: list[Lease]) -> list[Lease]:
+    ids = [lease.agent_id for lease in leases]
+    assert len(ids) == len(set(ids)), "a lease listed twice"
+    return sorted(leases, key=lambda lease: lease.agent_id)
+
+
+def test_the_listing_is_the_leases_read_one_by_one(client: Any) -> None:
+    agents = [f"agent-{i}" for i in range(120)] + ["агент 🤖", "a b"]
+    metadata: list[dict[str, Any] | None] = [
+        None, {"host": "h"}, {"nested": {"x": [1, 2.5, None]}, "note": "a\nb\u0000"}, {},
+    ]  # fmt: skip
+    sessions = {}
+    for i, agent in enumerate(agents):
+        sessions[agent] = client.start_session(agent, metadata[i % 4], ttl=30 + i % 3)
+    for agent in agents[::5]:
+        client.heartbeat_session(sessions[agent].session_id)
+    expected = one_by_one(client, agents)
+    assert len(expected) == len(agents)
+    for listing in (client.list_leases(), list(client.iter_leases(page_size=1)),
+                    list(client.iter_leases(page_size=7))):  # fmt: skip
+        assert by_agent(listing) == by_agent(expected)
+        assert [x.model_dump_json() for x in by_agent(listing)] == [
+            x.model_dump_json() for x in by_agent(expected)
+        ]
+    beat = {lease.agent_id: lease for lease in client.list_leases()}[agents[5]]
+    assert beat.last_heartbeat > beat.started_at
+
+
+def test_an_empty_namespace_lists_nothing(client: Any) -> None:
+    assert client.list_leases() == []
+    assert list(client.iter_leases(page_size=1)) == []
+
+
+def test_leases_that_lapsed_but_await_the_reaper_are_left_out(
+    client: Any, raw: redis.Redis
+) -> None:
+    live = [f"live-{i}" for i in range(20)]
+    lapsed = [f"lapsed-{i}" for i in range(20)]
+    for agent in live:
+        client.start_session(agent, {"n": 1})
+    for agent in lapsed:
+        client.start_session(agent, ttl=0.05)
+    keys = client.keys
+    wait_until(lambda: not any(raw.exists(keys.lease(a)) for a in lapsed))
+    # Still in the index: nothing reaped them.
+    assert all(raw.zscore(keys.agent_keys(a).index, a) is not None for a in lapsed)
+    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, live))
+    assert client.cleanup_expired_sessions() == len(lapsed)
+    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, live))
+
+
+def test_more_shards_than_are_walked_at_once(make_client: Any) -> None:
+    client = make_client(namespace="many", shards=4 * SHARDS_IN_FLIGHT + 3)
+    agents = [f"agent-{i}" for i in range(300)]
+    for agent in agents:
+        client.start_session(agent)
+    expected = by_agent(one_by_one(client, agents))
+    assert by_agent(client.list_leases()) == expected
+    assert by_agent(list(client.iter_leases(page_size=2))) == expected
+
+
+def test_a_flushed_script_cache_is_reloaded_mid_listing(client: Any, raw: redis.Redis) -> None:
+    agents = [f"agent-{i}" for i in range(50)]
+    for agent in agents:
+        client.start_session(agent)
+    expected = by_agent(one_by_one(client, agents))
+    leases = client.iter_leases(page_size=2)
+    first = next(leases)
+    raw.script_flush()
+    assert by_agent([first, *leases]) == expected

@@ -71,8 +71,11 @@ def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
     assert len(plan.send(earliest).commands) == 1  # type: ignore[union-attr]
     calls.append(plan.send([zero]))
     listing = core.leases(None)
-    listing.send(None)
-    calls.append(listing.send((0, [(a, 1.0) for a in zero])))
+    assert len(listing.send(None).commands) == core.keys.shards  # type: ignore[union-attr]
+    # Shard 0's index holds three agents, the others none: one page of shard 0 is read.
+    scans = [(0, [(a, 1.0) for a in zero])] + [(0, [])] * (core.keys.shards - 1)
+    (read,) = listing.send(scans).commands  # type: ignore[union-attr]
+    calls.append(read)
     return calls
 
 
@@ -84,6 +87,9 @@ def test_every_call_touches_one_hash_slot(namespace: str) -> None:
             keys = list(call.keys)
         elif isinstance(call, Batch):
             continue
+        elif call.method == "evalsha":  # a script pipelined as a command
+            keys = list(call.args[2 : 2 + call.args[1]])
+            assert len(keys) == 3
         else:
             keys = [call.args[0]]
         slots = {key_slot(k.encode()) for k in keys}
@@ -118,12 +124,11 @@ def test_noscript_recovery_after_script_flush(client: Any, raw: redis.Redis) -> 
 
 
 def test_leases_from_leaves_out_leases_that_lapsed_after_the_index_was_read() -> None:
-    from coordinator.core import LEASE_FIELDS, leases_from
+    from coordinator.listing import leases_from
 
     sid = "7-0123456789abcdef@agent-a"
-    live = [sid, "1000", "2000", "3000", "30000", '{"host": "h"}']
-    lapsed = [None] * len(LEASE_FIELDS)
-    (lease,) = leases_from(["agent-a", "agent-b"], [*live, *lapsed])
+    live = "\n".join([sid, "1000", "2000", "3000", "30000", '{"host": "h"}'])
+    (lease,) = leases_from(["agent-a", "agent-b"], [live, None])
     assert (lease.agent_id, lease.session_id, lease.fencing_token) == ("agent-a", sid, 7)
     assert lease.expires_at.timestamp() == 3.0
     assert lease.ttl == 30.0

@@ -17,7 +17,7 @@ from typing import Any
 
 from coordinator.aio import AsyncCoordinator
 from coordinator.calls import Batch, Command, Plan, Script
-from coordinator.core import LEASE_FIELDS, RECORD_FIELDS, record_from
+from coordinator.core import RECORD_FIELDS, record_from
 from coordinator.keys import KeySpace
 from coordinator.listing import leases_from
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Reservation
@@ -122,7 +122,7 @@ def lease_page_plan(
     for shard, members in picked:
         names = [a for a, _ in members]
         reply = yield Script(
-            "read_leases", tuple(keys.lease_in(shard, a) for a in names), LEASE_FIELDS, retry=True
+            "read_leases", tuple(keys.lease_in(shard, a) for a in names), (), retry=True
         )
         live = {lease.agent_id: lease for lease in leases_from(names, reply)}
         for name, score in members:
