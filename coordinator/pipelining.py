@@ -4,8 +4,7 @@ Fifty tasks sharing one ``AsyncCoordinator`` each send an ``EVALSHA`` and wait f
 reply; Redis answers them in a few microseconds each, so the time goes to the client's
 per-call overhead and to one socket write and read per call. ioredis'
 ``enableAutoPipelining`` and Go's rueidis gather the calls issued in the same event-loop
-turn and write them together; this does the same on top of redis-py's pipeline (which
-also routes a cluster batch to each slot's master, one pipeline per node).
+turn and write them together; this does the same.
 
 How a batch forms: the first caller of a loop turn becomes its *leader*; it yields once
 (``sleep(0)``), which runs every task already ready in that turn, and each of those
@@ -15,19 +14,54 @@ no timer. A batch is sent by a task of its own, so a caller cancelled while it w
 never strands the others. While a batch is in flight the next turn's calls form the
 next batch, on another connection of the pool.
 
+How a batch is sent: on a single node (or the master a Sentinel names) the batch's
+commands are packed at once (hiredis' packer) and written in one piece on a connection
+of the client's own pool, and the replies are read back off that connection in order,
+without redis-py's pipeline object (its per-command bookkeeping and response callbacks
+cost as much as the rest of a call). A cluster batch goes through redis-py's cluster
+pipeline, which sends one batch per master and follows redirections.
+
 What each caller gets back is exactly what a lone call would have produced: its own
 reply, or its own error reply raised (``NOSCRIPT``, a script's refusal, an ACL denial),
-handled by the caller's usual recovery. A connection failure fails every call of the
-batch with that error; the caller's recovery then decides, as for a lone call, whether
-the write may have been applied (any call of a batch that reached the wire may have).
+handled by the caller's usual recovery. If the connection fails, the calls whose reply
+had already arrived keep it; every later call of the batch gets the connection error,
+and the caller's recovery decides, as for a lone call, whether the write may have been
+applied (it may have, once the batch reached the wire; not when connecting failed).
 """
 
 from __future__ import annotations
 
+import inspect
 from asyncio import CancelledError, Future, Task, get_running_loop, sleep
+from contextlib import suppress
 from typing import Any
 
+from redis.exceptions import ConnectionError, DataError, ResponseError
+
 from coordinator.connection import AsyncRedisClient
+
+#: hiredis' command packer (redis[hiredis] is a dependency; None without it).
+_hiredis_pack: Any = None
+#: What redis-py's hiredis parser returns while a reply is incomplete, its class and
+#: redis-py's connection base class: with another redis-py, replies are read through
+#: the connection's own ``read_response`` only.
+_NO_DATA: Any = object()
+_HiredisParser: Any = None
+_BaseConnection: Any = None
+with suppress(ImportError):
+    from hiredis import pack_command
+
+    _hiredis_pack = pack_command
+with suppress(ImportError, AttributeError):
+    from redis._parsers import hiredis as _parsers
+    from redis.asyncio import connection as _connections
+
+    _NO_DATA = _parsers.NOT_ENOUGH_DATA
+    _HiredisParser = _parsers._AsyncHiredisParser
+    _BaseConnection = _connections.AbstractConnection
+
+#: Reply types that need no further look (errors, pushes and "no data yet" do).
+_PLAIN = frozenset({list, int, str, bytes, type(None)})
 
 _Entry = tuple[tuple[Any, ...], "Future[Any]"]
 
@@ -35,7 +69,7 @@ _Entry = tuple[tuple[Any, ...], "Future[Any]"]
 class AutoPipeline:
     """Sends the calls made by concurrent tasks of one event loop together."""
 
-    __slots__ = ("_gathering", "_sending", "client")
+    __slots__ = ("_acquire", "_gathering", "_pack", "_pool", "_sending", "client")
 
     def __init__(self, client: AsyncRedisClient) -> None:
         self.client = client
@@ -43,6 +77,14 @@ class AutoPipeline:
         self._gathering: list[_Entry] | None = None
         #: Batches on the wire (held so the loop does not drop their tasks).
         self._sending: set[Task[None]] = set()
+        #: The pool whose connections carry the batches (None: a cluster client, or one
+        #: not built by redis-py: its pipeline is used instead).
+        self._pool: Any = _direct_pool(client)
+        self._acquire: Any = None
+        self._pack: Any = None
+        if self._pool is not None:
+            self._acquire = _acquirer(self._pool)
+            self._pack = _packer(self._pool)
 
     async def execute_command(self, *args: Any) -> Any:
         """Send one command (in a batch when other tasks call in the same turn) and
@@ -74,19 +116,80 @@ class AutoPipeline:
         task.add_done_callback(self._sending.discard)
 
     async def _pipeline(self, batch: list[_Entry]) -> None:
+        if self._pool is None:
+            await self._redis_pipeline(batch)
+            return
+        try:
+            connection = await self._acquire()
+        except CancelledError:  # the loop is shutting down
+            _cancel(batch)
+            raise
+        except Exception as exc:  # connecting failed: nothing was sent
+            _fail(batch, 0, exc)
+            return
+        try:
+            await self._exchange(connection, batch)
+        finally:
+            await self._pool.release(connection)
+
+    async def _exchange(self, connection: Any, batch: list[_Entry]) -> None:
+        """Write the batch on ``connection`` and hand each caller its reply."""
+        packed = self._pack(connection, batch)
+        if not packed:
+            return
+        try:
+            # Unsent data on a failed write: redis-py disconnects the connection.
+            await connection.send_packed_command(packed, check_health=False)
+        except CancelledError:
+            _cancel(batch)
+            raise
+        except Exception as exc:
+            _fail(batch, 0, exc)
+            return
+        buffered = _buffered_reader(connection)
+        gets, parser = buffered if buffered is not None else (None, None)
+        read = connection.read_response
+        for index, (_, future) in enumerate(batch):
+            if future is None:  # refused by the packer: its caller has its error
+                continue
+            # Replies already received are taken straight from the parser's buffer;
+            # redis-py's read (timeout, errors, disconnecting) runs when it is empty.
+            reply = _NO_DATA if gets is None else gets()
+            if type(reply) not in _PLAIN and reply is not _NO_DATA:
+                reply = await _after_pushes(reply, gets, parser)
+            if reply is _NO_DATA:
+                try:
+                    reply = await read()
+                except ResponseError as error:  # this call's own error reply
+                    reply = error
+                except CancelledError:  # read_response disconnected: the rest is lost
+                    _cancel(batch[index:])
+                    raise
+                except Exception as exc:  # the connection failed (and was disconnected)
+                    _fail(batch, index, exc)
+                    return
+            elif isinstance(reply, ConnectionError):  # what redis-py raises, not returns
+                await connection.disconnect(nowait=True)
+                _fail(batch, index, reply)
+                return
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _redis_pipeline(self, batch: list[_Entry]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for args, _ in batch:
             pipe.execute_command(*args)
         try:
             replies = await pipe.execute(raise_on_error=False)
         except CancelledError:  # the loop is shutting down
-            for _, future in batch:
-                future.cancel()
+            _cancel(batch)
             raise
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, 0, exc)
             return
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled
@@ -95,3 +198,99 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+
+def _cancel(batch: list[_Entry]) -> None:
+    for _, future in batch:
+        if future is not None:
+            future.cancel()
+
+
+def _fail(batch: list[_Entry], start: int, exc: BaseException) -> None:
+    for _, future in batch[start:]:
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+
+def _direct_pool(client: Any) -> Any:
+    """The connection pool of a single-node or Sentinel client built by redis-py, whose
+    connections this module may write on directly; None for anything else."""
+    import redis.asyncio
+
+    if type(client) is not redis.asyncio.Redis or getattr(client, "connection", None):
+        return None  # a subclass, a fake, a cluster or a single-connection client
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.asyncio.ConnectionPool):
+        return None
+    return pool
+
+
+def _acquirer(pool: Any) -> Any:
+    """``pool.get_connection`` called as the installed redis-py wants it (5.3 and
+    later take no arguments, earlier ones the command name)."""
+    params = inspect.signature(pool.get_connection).parameters
+    first = next(iter(params.values()), None)
+    if first is None or first.default is not inspect.Parameter.empty:
+        return pool.get_connection
+    return lambda: pool.get_connection("EVALSHA")
+
+
+def _packer(pool: Any) -> Any:
+    """How a batch becomes bytes: hiredis' packer when the connections encode text as
+    UTF-8 (as it does), else each connection's own."""
+    kwargs = pool.connection_kwargs
+    utf8 = str(kwargs.get("encoding", "utf-8")).lower().replace("_", "-") in ("utf-8", "utf8")
+    if _hiredis_pack is None or not utf8:
+        return _pack_generic
+    return _pack_hiredis
+
+
+def _pack_hiredis(connection: Any, batch: list[_Entry]) -> bytes:
+    pack = _hiredis_pack
+    try:
+        return b"".join([pack(args) for args, _ in batch])
+    except TypeError:  # an argument hiredis does not pack: redis-py names it
+        return _pack_generic(connection, batch)
+
+
+def _pack_generic(connection: Any, batch: list[_Entry]) -> bytes:
+    """Each command through the connection's packer; a command it refuses fails its
+    own caller (a DataError, as a lone call would) and leaves the batch."""
+    pieces: list[bytes] = []
+    for index, (args, future) in enumerate(batch):
+        try:
+            pieces += connection.pack_command(*args)
+        except DataError as exc:
+            if not future.done():
+                future.set_exception(exc)
+            batch[index] = (args, None)  # type: ignore[assignment]
+    return b"".join(pieces)
+
+
+def _buffered_reader(connection: Any) -> Any:
+    """(gets, parser): ``gets()`` returns the next reply already in ``connection``'s
+    buffer, or ``_NO_DATA``, when replies may be taken from redis-py's hiredis parser
+    directly: redis-py's own connection and parser (a Sentinel-managed connection
+    reads replies its own way). Else None."""
+    if _HiredisParser is None:
+        return None
+    kind = type(connection)
+    if (
+        kind.read_response is not _BaseConnection.read_response
+        or kind._read_response_from_parser is not _BaseConnection._read_response_from_parser
+    ):
+        return None
+    parser = connection._parser
+    if type(parser) is not _HiredisParser or not parser._connected:
+        return None
+    return parser._reader.gets, parser
+
+
+async def _after_pushes(reply: Any, gets: Any, parser: Any) -> Any:
+    """The reply after any RESP3 pushes (none is expected: no client tracking, no
+    subscriptions on these connections), each handed to redis-py's parser."""
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    while push is not None and isinstance(reply, push):
+        await parser.handle_push_response(reply)
+        reply = gets()
+    return reply
