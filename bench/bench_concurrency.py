@@ -17,7 +17,8 @@ each concurrency (1, 10, 50 and 200 tasks on one event loop) the rounds interlea
 * ``bare_pipeline``: the same calls, the tasks' concurrent calls batched into one
   ``redis.asyncio`` pipeline per turn (what auto-pipelining can reach);
 * ``redis_benchmark``: ``redis-benchmark`` sending the same ``EVALSHA`` with ``-c 1``
-  and ``-c 50`` (when the binary exists): the server's own ceiling.
+  and ``-c 50`` (when the binary exists): the server's own ceiling. It runs in every
+  round, after the Python variants, so its ratios compare figures of the same moment.
 
 Reported: ops/s, p50/p99 latency per call (µs), and the library's ratios to each
 baseline (per round, then the median). These machines are noisy: read the ratios.
@@ -47,6 +48,8 @@ from coordinator.scripts import sources
 
 NAMESPACE = "bench-conc"
 LEVELS = (1, 10, 50, 200)
+#: ``redis-benchmark -c`` values run in every round of every level.
+CLIENTS = (1, 50)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -74,7 +77,9 @@ async def timed(tasks: int, per_task: int, call: Body) -> tuple[float, list[floa
     return tasks * per_task / elapsed, latencies
 
 
-async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
+async def level(
+    url: str, tasks: int, ops: int, rounds: int, benchmark: RedisBenchmark | None
+) -> dict[str, Any]:
     per_task = max(1, ops // tasks)
     coord = AsyncCoordinator.from_url(
         url, namespace=NAMESPACE, lease_ttl=3600, max_connections=tasks + 8
@@ -133,11 +138,15 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
         await timed(tasks, 2, body)
     rates: dict[str, list[float]] = {name: [] for name in bodies}
     latencies: dict[str, list[float]] = {name: [] for name in bodies}
+    server: dict[str, list[dict[str, Any]]] = {f"redis_benchmark_c{c}": [] for c in CLIENTS}
     for _ in range(rounds):
         for name, body in bodies.items():
             rate, samples = await timed(tasks, per_task, body)
             rates[name].append(rate)
             latencies[name] += samples
+        if benchmark is not None:  # the server's ceiling, in the same round
+            for clients in CLIENTS:
+                server[f"redis_benchmark_c{clients}"].append(benchmark.run(clients, ops * 2))
         streams = [k async for k in bare.scan_iter(match=f"{{{NAMESPACE}:*}}:events")]
         if streams:
             await bare.delete(*streams)  # keep memory flat between rounds
@@ -154,43 +163,56 @@ async def level(url: str, tasks: int, ops: int, rounds: int) -> dict[str, Any]:
     for base in ("library_unpipelined", "bare_evalsha", "bare_pipeline"):
         ratios = [a / b for a, b in zip(rates["library"], rates[base], strict=True)]
         out[f"ratio_vs_{base}"] = round(statistics.median(ratios), 3)
+    for name, runs in server.items():
+        if not runs:
+            continue
+        out[name] = {
+            "ops_per_s": round(statistics.median(r["ops_per_s"] for r in runs)),
+            "p50_us": statistics.median(r["p50_us"] for r in runs),
+            "p99_us": statistics.median(r["p99_us"] for r in runs),
+        }
+        ratios = [a / r["ops_per_s"] for a, r in zip(rates["library"], runs, strict=True)]
+        out[f"ratio_vs_{name}"] = round(statistics.median(ratios), 3)
     return out
 
 
-def redis_benchmark(url_host: str, port: int, clients: int, requests: int) -> dict[str, Any]:
-    """``redis-benchmark`` running the same script on one agent's keys."""
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        return {"skipped": "redis-benchmark not found"}
-    with redis.Redis(host=url_host, port=port, decode_responses=True) as r:
-        sha = r.script_load(sources()["set_project"])
-    coord_url = f"redis://{url_host}:{port}/0"
+class RedisBenchmark:
+    """``redis-benchmark`` sending the same ``EVALSHA`` as the library, on one agent's
+    keys (one live session), to the bench's server."""
 
-    async def prepare() -> list[str]:
-        async with AsyncCoordinator.from_url(coord_url, namespace=NAMESPACE, lease_ttl=3600) as c:
+    def __init__(self, binary: str, host: str, port: int, argv: list[str]) -> None:
+        self.binary, self.host, self.port, self.argv = binary, host, port, argv
+
+    @classmethod
+    async def prepare(cls, host: str, port: int) -> RedisBenchmark | None:
+        binary = shutil.which("redis-benchmark")
+        if binary is None:
+            return None
+        url = f"redis://{host}:{port}/0"
+        async with AsyncCoordinator.from_url(url, namespace=NAMESPACE, lease_ttl=3600) as c:
             s = await c.start_session("agent-rb")
             call = c.operations.set_project("agent-rb", "proj", s.session_id, None, None).call
-            return [str(len(call.keys)), *call.keys, *map(str, call.args)]  # type: ignore[union-attr]
+        async with redis.asyncio.Redis(host=host, port=port, decode_responses=True) as r:
+            sha = await r.script_load(sources()["set_project"])
+        keys = [str(len(call.keys)), *call.keys, *map(str, call.args)]  # type: ignore[union-attr]
+        return cls(binary, host, port, ["EVALSHA", sha, *keys])
 
-    argv = asyncio.run(prepare())
-    result = subprocess.run(
-        [binary, "-h", url_host, "-p", str(port), "-c", str(clients), "-n", str(requests),
-         "--csv", "EVALSHA", sha, *argv],
-        capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
-    # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95...","p99...","max"
-    rows = [line for line in result.stdout.splitlines() if line.startswith('"EVALSHA')]
-    if not rows:
-        return {"skipped": f"unparsed output: {result.stdout[-200:]!r}"}
-    fields = [f.strip('"') for f in rows[-1].split(",")]
-    out: dict[str, Any] = {"ops_per_s": round(float(fields[1]))}
-    if len(fields) >= 7:
-        out["p50_us"] = round(float(fields[4]) * 1000, 1)
-        out["p99_us"] = round(float(fields[6]) * 1000, 1)
-    with redis.Redis(host=url_host, port=port) as r:
-        for key in r.scan_iter(match=f"{{{NAMESPACE}:*}}:events"):
-            r.delete(key)
-    return out
+    def run(self, clients: int, requests: int) -> dict[str, Any]:
+        result = subprocess.run(
+            [self.binary, "-h", self.host, "-p", str(self.port), "-c", str(clients),
+             "-n", str(requests), "--csv", *self.argv],
+            capture_output=True, text=True, timeout=600, check=True,
+        )  # fmt: skip
+        # CSV: "test","rps","avg_ms","min_ms","p50_ms","p95_ms","p99_ms","max_ms"
+        rows = [line for line in result.stdout.splitlines() if line.startswith('"EVALSHA')]
+        if not rows:
+            raise RuntimeError(f"unparsed redis-benchmark output: {result.stdout[-200:]!r}")
+        fields = [f.strip('"') for f in rows[-1].split(",")]
+        out: dict[str, Any] = {"ops_per_s": round(float(fields[1])), "p50_us": 0.0, "p99_us": 0.0}
+        if len(fields) >= 7:
+            out["p50_us"] = round(float(fields[4]) * 1000, 1)
+            out["p99_us"] = round(float(fields[6]) * 1000, 1)
+        return out
 
 
 def main() -> None:
@@ -215,21 +237,12 @@ def main() -> None:
             with server.client(decode_responses=True) as r:
                 report["redis"] = r.info("server")["redis_version"]
             url = server.url
+            benchmark = asyncio.run(RedisBenchmark.prepare("127.0.0.1", server.port or 0))
+            if benchmark is None:
+                report["redis_benchmark"] = {"skipped": "redis-benchmark not found"}
             for tasks in LEVELS:
-                report[f"tasks_{tasks}"] = asyncio.run(level(url, tasks, ops, rounds))
+                report[f"tasks_{tasks}"] = asyncio.run(level(url, tasks, ops, rounds, benchmark))
                 print(f"{tasks} tasks: {report[f'tasks_{tasks}']}", file=sys.stderr)
-            for clients in (1, 50):
-                report[f"redis_benchmark_c{clients}"] = redis_benchmark(
-                    "127.0.0.1", server.port or 0, clients, ops * 2
-                )
-    for tasks in LEVELS:
-        for clients in (1, 50):
-            rb = report[f"redis_benchmark_c{clients}"].get("ops_per_s")
-            if rb:
-                lib = report[f"tasks_{tasks}"]["library"]["ops_per_s"]
-                report[f"tasks_{tasks}"][f"ratio_vs_redis_benchmark_c{clients}"] = round(
-                    lib / rb, 3
-                )
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -36,7 +36,8 @@ from asyncio import CancelledError, Future, Task, get_running_loop, sleep
 from contextlib import suppress
 from typing import Any
 
-from redis.exceptions import ConnectionError, DataError, ResponseError
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import ConnectionError, DataError, ReadOnlyError, ResponseError
 
 from coordinator.connection import AsyncRedisClient
 
@@ -60,6 +61,11 @@ with suppress(ImportError, AttributeError):
     _HiredisParser = _parsers._AsyncHiredisParser
     _BaseConnection = _connections.AbstractConnection
 
+#: What redis-py's Sentinel connection raises when its primary was demoted (the
+#: coordinator's failure policy recognises the text: coordinator.failures.read_only).
+_DEMOTED = "The previous master is now a slave"
+#: The error a demoted primary unblocks blocked clients with (redis-py 8).
+_UNBLOCKED = "UNBLOCKED force unblock from blocking operation"
 #: Reply types that need no further look (errors, pushes and "no data yet" do).
 _PLAIN = frozenset({list, int, str, bytes, type(None)})
 
@@ -69,7 +75,17 @@ _Entry = tuple[tuple[Any, ...], "Future[Any]"]
 class AutoPipeline:
     """Sends the calls made by concurrent tasks of one event loop together."""
 
-    __slots__ = ("_acquire", "_gathering", "_pack", "_pool", "_sending", "client")
+    __slots__ = (
+        "_acquire",
+        "_demote",
+        "_direct_read",
+        "_gathering",
+        "_pack",
+        "_pool",
+        "_read",
+        "_sending",
+        "client",
+    )
 
     def __init__(self, client: AsyncRedisClient) -> None:
         self.client = client
@@ -82,9 +98,13 @@ class AutoPipeline:
         self._pool: Any = _direct_pool(client)
         self._acquire: Any = None
         self._pack: Any = None
+        self._read: Any = None
+        self._direct_read = False
+        self._demote: Any = None
         if self._pool is not None:
             self._acquire = _acquirer(self._pool)
             self._pack = _packer(self._pool)
+            self._read, self._direct_read, self._demote = _reading(self._pool)
 
     async def execute_command(self, *args: Any) -> Any:
         """Send one command (in a batch when other tasks call in the same turn) and
@@ -125,7 +145,7 @@ class AutoPipeline:
             _cancel(batch)
             raise
         except Exception as exc:  # connecting failed: nothing was sent
-            _fail(batch, 0, exc)
+            _fail(batch, exc)
             return
         try:
             await self._exchange(connection, batch)
@@ -133,28 +153,39 @@ class AutoPipeline:
             await self._pool.release(connection)
 
     async def _exchange(self, connection: Any, batch: list[_Entry]) -> None:
-        """Write the batch on ``connection`` and hand each caller its reply."""
+        """Write the batch on ``connection`` and hand each caller its reply. A failure
+        fails the calls still waiting and closes the connection (its unread replies
+        would answer the next batch)."""
         packed = self._pack(connection, batch)
         if not packed:
             return
         try:
-            # Unsent data on a failed write: redis-py disconnects the connection.
             await connection.send_packed_command(packed, check_health=False)
-        except CancelledError:
+            demoted = await self._read_replies(connection, batch)
+        except CancelledError:  # the loop is shutting down
             _cancel(batch)
+            await connection.disconnect(nowait=True)
             raise
         except Exception as exc:
-            _fail(batch, 0, exc)
+            _fail(batch, exc)
+            await connection.disconnect(nowait=True)
             return
-        buffered = _buffered_reader(connection)
-        gets, parser = buffered if buffered is not None else (None, None)
-        read = connection.read_response
-        for index, (_, future) in enumerate(batch):
+        if demoted:  # what redis-py's Sentinel connection does: ask the sentinels again
+            await connection.disconnect()
+
+    async def _read_replies(self, connection: Any, batch: list[_Entry]) -> bool:
+        """Hand each caller its reply or error reply, in order; raise if the connection
+        fails. True when the server answered as a demoted Sentinel-managed primary."""
+        gets, parser = _buffered_reader(connection, self._direct_read)
+        read = self._read.__get__(connection)
+        demote = self._demote
+        demoted = False
+        for _, future in batch:
             if future is None:  # refused by the packer: its caller has its error
                 continue
             # Replies already received are taken straight from the parser's buffer;
             # redis-py's read (timeout, errors, disconnecting) runs when it is empty.
-            reply = _NO_DATA if gets is None else gets()
+            reply = gets()
             if type(reply) not in _PLAIN and reply is not _NO_DATA:
                 reply = await _after_pushes(reply, gets, parser)
             if reply is _NO_DATA:
@@ -162,22 +193,19 @@ class AutoPipeline:
                     reply = await read()
                 except ResponseError as error:  # this call's own error reply
                     reply = error
-                except CancelledError:  # read_response disconnected: the rest is lost
-                    _cancel(batch[index:])
-                    raise
-                except Exception as exc:  # the connection failed (and was disconnected)
-                    _fail(batch, index, exc)
-                    return
+            if isinstance(reply, ResponseError):
+                if demote is not None and demote(reply):
+                    demoted = True
+                    reply = ConnectionError(_DEMOTED)
             elif isinstance(reply, ConnectionError):  # what redis-py raises, not returns
-                await connection.disconnect(nowait=True)
-                _fail(batch, index, reply)
-                return
+                raise reply
             if future.done():  # its caller was cancelled
                 continue
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+        return demoted
 
     async def _redis_pipeline(self, batch: list[_Entry]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -189,7 +217,7 @@ class AutoPipeline:
             _cancel(batch)
             raise
         except Exception as exc:
-            _fail(batch, 0, exc)
+            _fail(batch, exc)
             return
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled
@@ -206,8 +234,9 @@ def _cancel(batch: list[_Entry]) -> None:
             future.cancel()
 
 
-def _fail(batch: list[_Entry], start: int, exc: BaseException) -> None:
-    for _, future in batch[start:]:
+def _fail(batch: list[_Entry], exc: BaseException) -> None:
+    """Fail the calls still waiting (the others have their reply)."""
+    for _, future in batch:
         if future is not None and not future.done():
             future.set_exception(exc)
 
@@ -267,23 +296,51 @@ def _pack_generic(connection: Any, batch: list[_Entry]) -> bytes:
     return b"".join(pieces)
 
 
-def _buffered_reader(connection: Any) -> Any:
+def _no_buffer() -> Any:
+    return _NO_DATA
+
+
+def _buffered_reader(connection: Any, allowed: bool) -> tuple[Any, Any]:
     """(gets, parser): ``gets()`` returns the next reply already in ``connection``'s
-    buffer, or ``_NO_DATA``, when replies may be taken from redis-py's hiredis parser
-    directly: redis-py's own connection and parser (a Sentinel-managed connection
-    reads replies its own way). Else None."""
-    if _HiredisParser is None:
-        return None
-    kind = type(connection)
-    if (
-        kind.read_response is not _BaseConnection.read_response
-        or kind._read_response_from_parser is not _BaseConnection._read_response_from_parser
-    ):
-        return None
-    parser = connection._parser
+    buffer, or ``_NO_DATA``; taken from redis-py's hiredis parser directly when
+    ``allowed`` (see :func:`_reading`) and the connection has that parser."""
+    parser: Any = connection._parser if allowed else None
     if type(parser) is not _HiredisParser or not parser._connected:
-        return None
+        return _no_buffer, None
     return parser._reader.gets, parser
+
+
+def _reading(pool: Any) -> tuple[Any, bool, Any]:
+    """How replies are read on ``pool``'s connections: (read_response as an unbound
+    function, whether replies may be taken from the parser's buffer directly, the test
+    of a reply that means "this primary was demoted" or None).
+
+    A Sentinel-managed primary's connection turns a ``READONLY`` reply into a
+    ConnectionError after closing itself (the primary was demoted): that would lose
+    the later replies of a batch, each of which tells whether its call ran. Batches
+    read with the plain connection's reader and do the same per call instead."""
+    kind = pool.connection_class
+    read = kind.read_response
+    demote = None
+    if issubclass(kind, SentinelManagedConnection) and getattr(pool, "is_master", False):
+        # The reader SentinelManagedConnection wraps: the next one in the MRO.
+        mro = kind.__mro__
+        for base in mro[mro.index(SentinelManagedConnection) + 1 :]:
+            if "read_response" in vars(base):
+                read = vars(base)["read_response"]
+                break
+        demote = _demoted
+    direct = (
+        _BaseConnection is not None
+        and read is _BaseConnection.read_response
+        and kind._read_response_from_parser is _BaseConnection._read_response_from_parser
+    )
+    return read, direct, demote
+
+
+def _demoted(reply: ResponseError) -> bool:
+    """What redis-py's Sentinel connection reads as "the primary was demoted"."""
+    return isinstance(reply, ReadOnlyError) or str(reply).startswith(_UNBLOCKED)
 
 
 async def _after_pushes(reply: Any, gets: Any, parser: Any) -> Any:

@@ -10,8 +10,17 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+from redis.exceptions import DataError, ResponseError
 
-from coordinator import AsyncCoordinator, ConflictError, CoordinatorUnavailable, Settings
+from coordinator import (
+    AgentProject,
+    AsyncCoordinator,
+    ConflictError,
+    CoordinatorUnavailable,
+    EmbeddedRedis,
+    Settings,
+)
 from coordinator.local.cluster import EmbeddedCluster
 from coordinator.pipelining import AutoPipeline
 
@@ -164,6 +173,113 @@ def test_connection_lost_mid_batch_reports_every_unacknowledged_write(redis_url:
             # Sent, connection lost before the reply: the outcome is unknown, said so.
             assert isinstance(result, CoordinatorUnavailable)
             assert result.maybe_applied
+
+
+@pytest.mark.single_node  # QUIT closes one node's connection
+def test_a_connection_lost_mid_batch_fails_only_the_calls_still_waiting(
+    redis_url: str, batches: list[int]
+) -> None:
+    """The calls answered before the connection closed keep their results; the calls
+    after it have an unknown outcome, reported as such (or resent with a request id)."""
+
+    async def work(coord: AsyncCoordinator) -> tuple[list[Any], list[Any]]:
+        sessions = [await coord.start_session(f"agent-{i}") for i in range(8)]
+        send = coord._bound[2]  # the auto-pipeline's execute_command
+        calls: list[Any] = [
+            coord.set_current_project(
+                f"agent-{i}", "p", s.session_id, request_id="r" if i == 6 else None
+            )
+            for i, s in enumerate(sessions)
+        ]
+        calls.insert(4, send("QUIT"))  # the server answers OK and closes the connection
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        records = await coord.get_current_projects([f"agent-{i}" for i in range(8)])
+        return results, records
+
+    results, records = run(redis_url, work, retry_attempts=2, retry_backoff=0.01)
+    assert batches == [9]
+    before, after = results[:4], results[5:]
+    assert [r.version for r in before] == [1] * 4  # answered: their own results
+    assert results[4] in ("OK", True)
+    for i, result in enumerate(after, start=4):
+        if i == 6:  # a request id made it safe to send again: it landed once
+            assert isinstance(result, AgentProject)
+            assert result.version == 1
+        else:  # sent, never answered: unknown, said so (here it did not run)
+            assert isinstance(result, CoordinatorUnavailable)
+            assert result.maybe_applied
+    assert [r is not None for r in records] == [True] * 4 + [False, False, True, False]
+
+
+@pytest.mark.single_node  # a plain client on one node
+def test_a_command_the_packer_refuses_fails_only_its_caller(redis_url: str) -> None:
+    async def work() -> list[Any]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            pipeline = AutoPipeline(client)
+            return await asyncio.gather(
+                pipeline.execute_command("SET", "a", "1"),
+                pipeline.execute_command("SET", "b", None),  # not sendable
+                pipeline.execute_command("INCR", "a"),
+                pipeline.execute_command("INCR", "x", "y"),  # wrong number of arguments
+                pipeline.execute_command("GET", "a"),
+                return_exceptions=True,
+            )
+        finally:
+            await client.aclose()
+
+    ok, refused, incr, wrong, value = asyncio.run(work())
+    assert isinstance(refused, DataError)
+    assert isinstance(wrong, ResponseError)  # the server's own error for that call
+    assert (ok, incr, value) in (("OK", 2, "2"), (True, 2, "2"))
+
+
+@pytest.mark.single_node  # clients built by the test for one node
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_resp2_and_resp3_clients_batch_alike(
+    redis_url: str, batches: list[int], protocol: int
+) -> None:
+    async def main() -> list[tuple[int, int]]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True, protocol=protocol)
+        try:
+            async with AsyncCoordinator(
+                redis_url=redis_url, namespace="test", redis_client=client
+            ) as coord:
+                await coord.server_time()  # connected: callers no longer queue on the lock
+                sessions = await asyncio.gather(
+                    *(coord.start_session(f"agent-{i}") for i in range(TASKS))
+                )
+                done = await asyncio.gather(
+                    *(
+                        coord.set_current_project(f"agent-{i}", "p", s.session_id)
+                        for i, s in enumerate(sessions)
+                    )
+                )
+                return [(s.fencing_token, r.version) for s, r in zip(sessions, done, strict=True)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [(1, 1)] * TASKS
+    assert max(batches) >= TASKS - 2
+
+
+@pytest.mark.single_node  # the session server's unix socket
+def test_batches_over_a_unix_socket(redis_server: Any, redis_url: str, batches: list[int]) -> None:
+    assert isinstance(redis_server, EmbeddedRedis)
+    assert redis_server.unix_url
+
+    async def work(coord: AsyncCoordinator) -> list[int]:
+        sessions = await asyncio.gather(*(coord.start_session(f"agent-{i}") for i in range(20)))
+        done = await asyncio.gather(
+            *(
+                coord.set_current_project(f"agent-{i}", "p", s.session_id, expected_version=0)
+                for i, s in enumerate(sessions)
+            )
+        )
+        return [r.version for r in done]
+
+    assert run(redis_server.unix_url, work) == [1] * 20
+    assert max(batches) >= 19
 
 
 def test_auto_pipelining_can_be_turned_off(

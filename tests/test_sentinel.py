@@ -5,6 +5,7 @@ their scripts there (NOSCRIPT), and never apply a write twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Iterator
@@ -112,3 +113,31 @@ def test_writes_to_a_demoted_primary_are_resent_safely(
         assert r.info("replication")["connected_slaves"] == 1
     events = [e.event_type.value for e in sync.get_agent_events(agent_id="agent-1")]
     assert events == ["session_ended", "project_switched", "project_set", "session_started"]
+
+
+def test_a_batch_to_a_demoted_primary_is_resent_safely(group: EmbeddedSentinel) -> None:
+    """Auto-pipelining: every call of a batch that a demoted primary refused (READONLY)
+    is sent again to the new primary, each exactly once."""
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with AsyncCoordinator.from_url(group.url, **RIDE_THROUGH) as coord:
+            sessions = [await coord.start_session(f"agent-{i}") for i in range(20)]
+            group.wait_replicated(caught_up=True)
+            old = group.primary
+            new = group.failover(demoted=False)
+            with contextlib.closing(old.client()) as r:
+                r.replicaof("127.0.0.1", new.port)
+            group.wait_replicated()
+            # The pool's connections still lead to the old primary, now a replica.
+            done = await asyncio.gather(
+                *(
+                    coord.set_current_project(f"agent-{i}", "p", s.session_id)
+                    for i, s in enumerate(sessions)
+                )
+            )
+            events = await coord.get_agent_events(event_type="project_set", limit=100)
+            return [r.version for r in done], [e.actual_version or 0 for e in events]
+
+    versions, events = asyncio.run(main())
+    assert versions == [1] * 20
+    assert events == [1] * 20  # one write each: none applied twice
