@@ -14,6 +14,7 @@ from asyncio import Lock, get_running_loop, sleep, to_thread
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from coordinator.errors import (
     DurabilityUnsupported,
     FsyncTimeout,
     ReplicationTimeout,
+    ReservationScopesNeeded,
 )
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import AsyncKeepAlive
@@ -52,6 +54,7 @@ from coordinator.keys import KeySpace
 from coordinator.loops import UNBOUND, LoopLink, close_with_loop, discard
 from coordinator.models import AgentEvent, AgentProject, Lease, Reservation, Session
 from coordinator.pipelining import AutoPipeline
+from coordinator.reservations import MAX_SCOPE_ROUNDS
 from coordinator.scripts import sources
 from coordinator.server import ServerFacts, eviction_refusal
 from coordinator.settings import Settings
@@ -182,7 +185,9 @@ class AsyncCoordinator:
         reason ``superseded``) unless ``exclusive``, which raises SessionAlreadyActive.
         Raises InvalidInputError, SessionAlreadyActive, CoordinatorUnavailable.
         """
-        session = await self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        session = await self._ending(
+            agent_id, partial(self._core.start_session, agent_id, metadata, ttl, exclusive)
+        )
         for stale in self._core.reservations.dead_here(session.agent_id, session.session_id):
             await self._release_ended(stale, "session superseded")
         return session
@@ -200,10 +205,11 @@ class AsyncCoordinator:
         False when it is not the agent's live session. One ambiguity: when a
         connection failure loses the reply of an attempt that did end it, the resend
         answers False if a newer session of the agent started in between.
-        The session's reservations this client granted are released at once (the
-        worker's reaper releases any others).
+        Its reservations in scopes of the agent's own shard are released by the same
+        script; those elsewhere that this client granted, right after (the worker's
+        reaper releases any others).
         """
-        ended = await self._run(self._core.end_session(agent_id, session_id))
+        ended = await self._ending(agent_id, partial(self._core.end_session, agent_id, session_id))
         if ended and self._core.reservations.granted_here(session_id):
             await self._release_ended(session_id, "session ended")
         return ended
@@ -233,11 +239,28 @@ class AsyncCoordinator:
 
         Returns False when the agent had no live session.
         """
-        revoked = await self._run(self._core.revoke_session(agent_id, reason))
+        revoked = await self._ending(agent_id, partial(self._core.revoke_session, agent_id, reason))
         if revoked:
             for dead in self._core.reservations.dead_here(agent_id):
                 await self._release_ended(dead, "session revoked")
         return revoked
+
+    async def _ending(self, agent_id: str, build: Callable[[tuple[str, ...]], Op[T]]) -> T:
+        """Run an operation that ends the agent's session, given the scopes of its
+        shard it holds reservations in: those this client granted, then any the script
+        names (another client granted them), so the script releases them all."""
+        reservations = self._core.reservations
+        scopes = reservations.listed_here(agent_id)
+        for _ in range(MAX_SCOPE_ROUNDS):
+            try:
+                result = await self._run(build(scopes))
+            except ReservationScopesNeeded as need:
+                scopes = (*scopes, *need.scopes)
+                continue
+            if scopes:
+                reservations.ended_here(agent_id, scopes)
+            return result
+        return await self._run(build(scopes))
 
     async def _release_ended(self, session_id: str, message: str) -> None:
         """Release the reservations this client granted to a session that can no longer

@@ -16,6 +16,7 @@ from time import sleep
 from collections.abc import Iterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -47,12 +48,14 @@ from coordinator.errors import (
     DurabilityUnsupported,
     FsyncTimeout,
     ReplicationTimeout,
+    ReservationScopesNeeded,
 )
 from coordinator.failures import REPLICATED, refused
 from coordinator.keepalive import KeepAlive
 from coordinator.keys import KeySpace
 from coordinator.loops import UNBOUND, LoopLink, discard
 from coordinator.models import AgentEvent, AgentProject, Lease, Reservation, Session
+from coordinator.reservations import MAX_SCOPE_ROUNDS
 from coordinator.scripts import sources
 from coordinator.server import ServerFacts, eviction_refusal
 from coordinator.settings import Settings
@@ -183,7 +186,9 @@ class Coordinator:
         reason ``superseded``) unless ``exclusive``, which raises SessionAlreadyActive.
         Raises InvalidInputError, SessionAlreadyActive, CoordinatorUnavailable.
         """
-        session = self._run(self._core.start_session(agent_id, metadata, ttl, exclusive))
+        session = self._ending(
+            agent_id, partial(self._core.start_session, agent_id, metadata, ttl, exclusive)
+        )
         for stale in self._core.reservations.dead_here(session.agent_id, session.session_id):
             self._release_ended(stale, "session superseded")
         return session
@@ -201,10 +206,11 @@ class Coordinator:
         False when it is not the agent's live session. One ambiguity: when a
         connection failure loses the reply of an attempt that did end it, the resend
         answers False if a newer session of the agent started in between.
-        The session's reservations this client granted are released at once (the
-        worker's reaper releases any others).
+        Its reservations in scopes of the agent's own shard are released by the same
+        script; those elsewhere that this client granted, right after (the worker's
+        reaper releases any others).
         """
-        ended = self._run(self._core.end_session(agent_id, session_id))
+        ended = self._ending(agent_id, partial(self._core.end_session, agent_id, session_id))
         if ended and self._core.reservations.granted_here(session_id):
             self._release_ended(session_id, "session ended")
         return ended
@@ -234,11 +240,28 @@ class Coordinator:
 
         Returns False when the agent had no live session.
         """
-        revoked = self._run(self._core.revoke_session(agent_id, reason))
+        revoked = self._ending(agent_id, partial(self._core.revoke_session, agent_id, reason))
         if revoked:
             for dead in self._core.reservations.dead_here(agent_id):
                 self._release_ended(dead, "session revoked")
         return revoked
+
+    def _ending(self, agent_id: str, build: Callable[[tuple[str, ...]], Op[T]]) -> T:
+        """Run an operation that ends the agent's session, given the scopes of its
+        shard it holds reservations in: those this client granted, then any the script
+        names (another client granted them), so the script releases them all."""
+        reservations = self._core.reservations
+        scopes = reservations.listed_here(agent_id)
+        for _ in range(MAX_SCOPE_ROUNDS):
+            try:
+                result = self._run(build(scopes))
+            except ReservationScopesNeeded as need:
+                scopes = (*scopes, *need.scopes)
+                continue
+            if scopes:
+                reservations.ended_here(agent_id, scopes)
+            return result
+        return self._run(build(scopes))
 
     def _release_ended(self, session_id: str, message: str) -> None:
         """Release the reservations this client granted to a session that can no longer

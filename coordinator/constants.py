@@ -105,6 +105,9 @@ KEY_RESERVATION_WAIT: Final = "rsvwait"
 #: ``<scope>\n<session id>`` (release by id, listings, the worker's reaper).
 KEY_RESERVATION_INDEX: Final = "rsvidx"
 KEY_RESERVATION_IDS: Final = "rsvids"
+#: Per agent, in its shard: hash reservation id -> scope of what its sessions hold in
+#: scopes of that same shard, so the script that ends a session releases them too.
+KEY_RESERVATIONS_OF: Final = "rsvof"
 #: Fencing counter of a scope's grants, a key of its own (outside the ``rsv*`` keys) so
 #: that ACLs can allow ``INCR`` on it and nothing else: tokens only ever increase.
 KEY_RESERVATION_FENCE: Final = "rfence"

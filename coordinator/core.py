@@ -28,6 +28,7 @@ from coordinator.errors import (
     InvalidInputError,
     ReplicationTimeout,
     RequestIdReusedError,
+    ReservationScopesNeeded,
     SessionAlreadyActive,
     SessionLeaseExpired,
     ShardCountMismatch,
@@ -38,7 +39,7 @@ from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
 from coordinator.listing import FIELDS, leases_plan
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
-from coordinator.reservations import ReservationCore
+from coordinator.reservations import MAX_SCOPE_ROUNDS, SCOPES_NEEDED, ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
 from coordinator.timestamps import datetime_to_ms, ms_to_datetime, stream_id_key, time_reply_ms
 
@@ -196,17 +197,25 @@ class CoordinatorCore:
         return round(validation.ttl_seconds(ttl) * 1000)
 
     def start_session(
-        self, agent_id: str, metadata: Mapping[str, Any] | None, ttl: float | None, exclusive: bool
+        self,
+        agent_id: str,
+        metadata: Mapping[str, Any] | None,
+        ttl: float | None,
+        exclusive: bool,
+        scopes: Sequence[str] = (),
     ) -> Op[Session]:
+        """``scopes``: of the agent's shard, where it may hold reservations (see
+        ReservationScopesNeeded); the clients pass what they granted."""
         agent = validation.agent_id(agent_id)
         meta = validation.metadata(metadata)
         ttl_ms = self._ttl_ms(ttl)
         nonce = secrets.token_hex(8)
         keys = self.keys.agent_keys(agent)
+        extra_keys, names = self.reservations.ending(keys, scopes)
         call = Script(
             "start_session",
-            keys.fenced_keys,
-            (agent, nonce, ttl_ms, "1" if exclusive else "0", meta),
+            (*keys.fenced_keys, *extra_keys),
+            (agent, nonce, ttl_ms, "1" if exclusive else "0", meta, *names),
         )
 
         def decode(reply: Any) -> Session:
@@ -250,20 +259,28 @@ class CoordinatorCore:
 
         return Op(call, decode)
 
-    def end_session(self, agent_id: str, session_id: str) -> Op[bool]:
+    def end_session(self, agent_id: str, session_id: str, scopes: Sequence[str] = ()) -> Op[bool]:
         agent = validation.agent_id(agent_id)
         owner, _ = validation.session_id(session_id)
         keys = self.keys.agent_keys(agent)
         foreign = "1" if owner != agent else "0"
+        extra_keys, names = self.reservations.ending(keys, scopes)
         # Idempotent by design: ending an ended session answers True again.
-        call = Script("end_session", keys.script_keys, (agent, session_id, foreign), retry=True)
-        return Op(call, _decode_flag)
+        call = Script(
+            "end_session",
+            (*keys.script_keys, *extra_keys),
+            (agent, session_id, foreign, *names),
+            retry=True,
+        )
+        return Op(call, partial(_decode_flag, agent))
 
-    def revoke_session(self, agent_id: str, reason: str) -> Op[bool]:
+    def revoke_session(self, agent_id: str, reason: str, scopes: Sequence[str] = ()) -> Op[bool]:
         agent = validation.agent_id(agent_id)
         text = validation.reason(reason)
         keys = self.keys.agent_keys(agent)
-        return Op(Script("revoke_session", keys.script_keys, (agent, text)), _decode_flag)
+        extra_keys, names = self.reservations.ending(keys, scopes)
+        call = Script("revoke_session", (*keys.script_keys, *extra_keys), (agent, text, *names))
+        return Op(call, partial(_decode_flag, agent))
 
     # --- project records ------------------------------------------------------------
 
@@ -369,20 +386,35 @@ class CoordinatorCore:
             )
             this_pass = 0
             for shard, agents in zip(due, due_by_shard, strict=True):
-                if not agents:
-                    continue
-                keys: list[str] = [self.keys.index(shard), self.keys.stream(shard)]
-                for agent in agents:
-                    ak = self.keys.agent_keys(agent)
-                    keys += (ak.lease, ak.agent)
-                # Re-running reaps nothing twice (each expiry is audited once), so retry.
-                call = Script("reap_expired", tuple(keys), tuple(agents), retry=True)
-                this_pass += int((yield call))
+                if agents:
+                    this_pass += yield from self._reap_shard(shard, agents)
             reaped += this_pass
             if not this_pass:
                 # A deadline this very millisecond: the server has not expired the key
                 # yet. Look again in a moment rather than spin.
                 return reaped, 0.001
+
+    def _reap_shard(self, shard: int, agents: Sequence[str]) -> Plan[int]:
+        """Reap lapsed candidates of one shard, releasing their listed reservations in
+        the same script: a candidate listed in scopes not given is left by the script,
+        which names them, and reaped by the next call with them."""
+        head = [self.keys.index(shard), self.keys.stream(shard)]
+        head += (self.keys.reservation_index(shard), self.keys.reservation_ids(shard))
+        for agent in agents:
+            ak = self.keys.agent_keys(agent)
+            head += (ak.lease, ak.agent, ak.listed)
+        reaped, scopes = 0, tuple[str, ...]()
+        for _ in range(MAX_SCOPE_ROUNDS):
+            extra = self.reservations.scope_keys_of(shard, scopes)
+            # Re-running reaps nothing twice (each expiry is audited once), so retry.
+            reply = yield Script(
+                "reap_expired", (*head, *extra), (len(agents), *agents, *scopes), retry=True
+            )
+            reaped += int(reply[0])
+            if len(reply) == 1:
+                break
+            scopes = (*scopes, *(str(scope) for scope in reply[1:]))
+        return reaped
 
     # --- listings -------------------------------------------------------------------
 
@@ -674,9 +706,9 @@ def merge_events(
     return merged[:limit]
 
 
-def _decode_flag(reply: Any) -> bool:
+def _decode_flag(agent: str, reply: Any) -> bool:
     if int(reply[0]) != OK:
-        raise UnexpectedReply(f"unexpected reply {reply!r}")
+        _raise_for(reply, agent=agent)
     return bool(int(reply[1]))
 
 
@@ -699,6 +731,8 @@ def _raise_for(
         raise SessionAlreadyActive(agent, _dt(reply[1]))
     if code == REQUEST_REUSED and request_id is not None:
         raise RequestIdReusedError(request_id)
+    if code == SCOPES_NEEDED:
+        raise ReservationScopesNeeded(agent, [str(scope) for scope in reply[1:]])
     raise UnexpectedReply(f"unknown script reply {reply!r}")
 
 

@@ -9,9 +9,10 @@ Every exception derives from :class:`CoordinatorError`::
     │   └── LegacySessionLeaseExpired          the same, worded as scribe_mcp (compat)
     ├── SessionAlreadyActive                  exclusive start refused: a live session exists
     ├── ConflictError                         expected_version did not match (carries current)
+    │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
     ├── ReservationConflict                   resources held (or awaited) by others (carries them)
     ├── ReservationNotHeld                    renew: the reservation is released or lapsed
-    │   └── LegacyConflictError                the same, worded as scribe_mcp (compat)
+    ├── ReservationScopesNeeded               operations API: the session's end needs these scopes
     ├── ConfigurationError                    deployment mismatch, e.g. shard count
     │   ├── ShardCountMismatch
     │   ├── EvictionPolicyError                 Redis may evict keys (maxmemory-policy)
@@ -165,6 +166,20 @@ class ReservationNotHeld(CoordinatorError):
     def __init__(self, reservation_id: str) -> None:
         super().__init__(f"reservation {reservation_id!r} is not held")
         self.reservation_id = reservation_id
+
+
+class ReservationScopesNeeded(CoordinatorError):
+    """An operation that ends an agent's session (built with ``operations``) was not
+    given every scope of the agent's shard it holds reservations in; nothing was
+    changed. Build it again with ``scopes`` added and run it again (the clients'
+    ``start_session``, ``end_session`` and ``revoke_session`` do this themselves)."""
+
+    def __init__(self, agent_id: str, scopes: list[str]) -> None:
+        super().__init__(
+            f"agent {agent_id!r} holds reservations in scopes not given: {', '.join(scopes)}"
+        )
+        self.agent_id = agent_id
+        self.scopes = scopes
 
 
 class ConfigurationError(CoordinatorError):

@@ -15,6 +15,7 @@ hash slot and runs unchanged on Redis Cluster::
     {coord:5}:rsvheld:<scope>   held resources; rsvunder: holdings beneath each path
     {coord:5}:rsvwait:<scope>   wait queue of the scope (arrival order)
     {coord:5}:rsvidx / rsvids   the shard's reservation deadlines / id -> scope, session
+    {coord:3}:rsvof:agent-1     reservations of agent-1 in scopes of its own shard 3
     {coord:5}:rfence:<scope>    fencing counter of the scope's grants (written only by INCR)
     coord:meta                  shard count and schema version
     coord:worker:<consumer>     liveness of a worker consumer (TTL)
@@ -41,6 +42,8 @@ class AgentKeys:
     index: str
     stream: str
     fence: str
+    #: Reservations the agent holds in scopes of its own shard (released with its session).
+    listed: str
 
     @property
     def script_keys(self) -> tuple[str, str, str, str]:
@@ -110,6 +113,7 @@ class KeySpace:
             index=f"{tag}:{C.KEY_LEASE_INDEX}",
             stream=f"{tag}:{C.KEY_EVENTS}",
             fence=f"{tag}:{C.KEY_FENCE}:{agent_id}",
+            listed=f"{tag}:{C.KEY_RESERVATIONS_OF}:{agent_id}",
         )
 
     def lease(self, agent_id: str) -> str:

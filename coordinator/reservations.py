@@ -22,13 +22,14 @@ from typing import Any, Final, Literal
 from coordinator import validation
 from coordinator.calls import Batch, Command, Plan, Script, Sleep
 from coordinator.errors import (
+    InvalidInputError,
     RequestIdReusedError,
     ReservationConflict,
     ReservationNotHeld,
     SessionLeaseExpired,
     UnexpectedReply,
 )
-from coordinator.keys import KeySpace, ScopeKeys
+from coordinator.keys import AgentKeys, KeySpace, ScopeKeys
 from coordinator.models import Reservation, ReservationHolder
 from coordinator.timestamps import ms_to_datetime, time_reply_ms
 
@@ -38,6 +39,12 @@ REQUEST_REUSED: Final = 4
 REFUSED: Final = 5
 WAITING: Final = 6
 NOT_HELD: Final = 8
+#: A script that would end an agent's session was not given every scope it holds
+#: reservations in (they are released in the same script); nothing was done.
+SCOPES_NEEDED: Final = 9
+#: Rounds of a session's end that learn reservation scopes from the script's refusal:
+#: each round adds at least one, so this bounds a race with the agent's own reserves.
+MAX_SCOPE_ROUNDS: Final = 8
 
 #: A queued claim whose client stopped polling this long is dropped from the queue (ms).
 WAIT_STALE_MS: Final = 2000
@@ -112,19 +119,50 @@ class ReservationCore:
         self.keys = keys
         self.lease_ttl_ms = lease_ttl_ms
         self.request_ttl_ms = request_ttl_ms
-        #: Scope of reservations this client granted: release needs no lookup for them
-        #: (a hint only: the script checks the id in that scope).
+        #: Scope and session of reservations this client granted: release needs no
+        #: lookup for them (a hint only: the script checks the id in that scope).
         self._scopes: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        #: Scopes of the agent's own shard this client granted it reservations in: the
+        #: script that ends its session is given them and releases those reservations.
+        self._listed: OrderedDict[str, set[str]] = OrderedDict()
 
-    def _remember(self, rid: str, scope: str, session_id: str) -> None:
+    def _remember(self, rid: str, scope: str, session_id: str, in_slot: bool) -> None:
         self._scopes[rid] = (scope, session_id)
         if len(self._scopes) > 65536:
             self._scopes.popitem(last=False)
+        if in_slot:
+            agent = session_id.partition("@")[2]
+            self._listed.setdefault(agent, set()).add(scope)
+            self._listed.move_to_end(agent)
+            if len(self._listed) > 8192:
+                self._listed.popitem(last=False)
+
+    def listed_here(self, agent_id: object) -> tuple[str, ...]:
+        """Scopes of the agent's shard this client granted it reservations in (a hint
+        for the script that ends its session, which names any others it needs)."""
+        found = self._listed.get(agent_id) if isinstance(agent_id, str) else None
+        return tuple(sorted(found)) if found else ()
+
+    def ended_here(self, agent_id: str, scopes: Sequence[str]) -> None:
+        """The agent's session ended in a script given ``scopes``: what it listed is
+        released, so those scopes need not be given again."""
+        found = self._listed.get(agent_id)
+        if found is not None:
+            found.difference_update(scopes)
+            if not found:
+                del self._listed[agent_id]
 
     def granted_here(self, session_id: str) -> list[tuple[str, str]]:
-        """(reservation id, scope) of the session's reservations this client granted and
-        has not seen released (a hint: the release script checks each)."""
-        return [(rid, scope) for rid, (scope, sid) in self._scopes.items() if sid == session_id]
+        """(reservation id, scope) of the session's reservations this client granted in
+        scopes of another shard than its agent's (those of the same shard go with the
+        session's end, in its script) and has not seen released (a hint: the release
+        script checks each)."""
+        shard = self.keys.shard_of(session_id.partition("@")[2])
+        return [
+            (rid, scope)
+            for rid, (scope, sid) in self._scopes.items()
+            if sid == session_id and self.keys.scope_keys(scope).shard != shard
+        ]
 
     def dead_here(self, agent_id: str, live: str | None = None) -> list[str]:
         """Sessions of ``agent_id`` but ``live`` that this client granted reservations
@@ -141,8 +179,9 @@ class ReservationCore:
 
     def release_ended(self, session_id: str, message: str = "session ended") -> Plan[int]:
         """Release at once what this client granted to a session that just ended, was
-        superseded or revoked, instead of leaving it to the worker's reaper (best
-        effort: the reaper still covers it). ``message`` names the ending."""
+        superseded or revoked, in scopes of another shard than its agent's, instead of
+        leaving it to the worker's reaper (best effort: the reaper still covers it).
+        ``message`` names the ending."""
         released = 0
         for rid, scope in self.granted_here(session_id):
             self._scopes.pop(rid, None)
@@ -152,6 +191,28 @@ class ReservationCore:
             )  # fmt: skip
             released += int((yield call))
         return released
+
+    def scope_keys_of(self, shard: int, scopes: Sequence[str]) -> list[str]:
+        """Records, held and under keys of each scope, all of ``shard``."""
+        keys: list[str] = []
+        for scope in scopes:
+            sk = self.keys.scope_keys(scope)
+            if sk.shard != shard:
+                raise InvalidInputError("scopes", f"scope {scope!r} is not in the agent's shard")
+            keys += (sk.records, sk.held, sk.under)
+        return keys
+
+    def ending(self, ak: AgentKeys, scopes: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The extra KEYS and ARGV of a script that ends the agent's session: its
+        listing, the shard's reservation keys and each given scope's keys (the script
+        releases what the listing names, and refuses when one of its scopes is missing)."""
+        names = [validation.scope(scope) for scope in scopes]
+        keys = [
+            ak.listed,
+            self.keys.reservation_index(ak.shard),
+            self.keys.reservation_ids(ak.shard),
+        ]
+        return keys + self.scope_keys_of(ak.shard, names), names
 
     def _session(self, agent_id: str, session_id: str) -> tuple[str, str]:
         agent = validation.agent_id(agent_id)
@@ -203,7 +264,7 @@ class ReservationCore:
         keys: tuple[str, ...] = (*sk.script_keys, sk.fence)
         if in_slot:
             ak = self.keys.agent_keys(agent)
-            keys += (ak.lease, ak.agent, ak.fence)
+            keys += (ak.lease, ak.agent, ak.fence, ak.listed)
         fingerprint, req_ttl = "", ""
         if rid_request is not None:
             keys += (self.keys.reservation_request(scope, agent, rid_request),)
@@ -224,7 +285,7 @@ class ReservationCore:
             reply = yield Script("reserve", keys, args, retry=rid_request is not None)
             code = int(reply[0])
             if code == GRANTED:
-                self._remember(str(reply[1]), scope, sid)
+                self._remember(str(reply[1]), scope, sid, in_slot)
                 return Reservation(
                     reservation_id=str(reply[1]),
                     scope=scope,
@@ -333,13 +394,19 @@ class ReservationCore:
         message: str,
         by: str,
         rids: Sequence[str],
+        owners: Iterable[str] = (),
     ) -> Script:
-        keys = (sk.records, sk.held, sk.under, sk.index, sk.ids, sk.stream)
+        """``owners``: agents that may hold ``rids`` besides ``sid``'s; those of the
+        scope's shard have the released ids taken off their listing (rsvof)."""
+        agents = {sid.partition("@")[2], *owners} - {""}
+        listed = sorted(a for a in agents if self.keys.shard_of(a) == sk.shard)
+        keys: tuple[str, ...] = (sk.records, sk.held, sk.under, sk.index, sk.ids, sk.stream)
+        keys += tuple(self.keys.agent_keys(a).listed for a in listed)
         # Each reservation is released (and audited) once however often this runs.
         return Script(
             "release_reservations",
             keys,
-            (which, sid, etype, message, by, scope, *rids),
+            (which, sid, etype, message, by, scope, len(listed), *listed, *rids),
             retry=True,
         )
 
@@ -383,10 +450,10 @@ class ReservationCore:
         found = yield from self._scope_of(rid, shard)
         if found is None:
             return False
-        scope = found[0]
+        scope, holder = found
         call = self._release_call(
             self.keys.scope_keys(scope), scope, "any", "",
-            "reservation_released", text, "operator", (rid,),
+            "reservation_released", text, "operator", (rid,), (holder.partition("@")[2],),
         )  # fmt: skip
         return bool(int((yield call)))
 
@@ -517,23 +584,25 @@ class ReservationCore:
             )
         )
         lapsed: dict[str, list[str]] = defaultdict(list)
+        lapsed_owners: dict[str, set[str]] = defaultdict(set)
         held: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for s in shards:
             ids, deadlines = replies[2 * s], replies[2 * s + 1]
             due = {rid for rid, score in deadlines if int(score) <= now_ms}
             for rid, entry in ids.items():
                 scope, _, sid = entry.partition("\n")
+                owner = sid.partition("@")[2]
                 if rid in due:
                     lapsed[scope].append(rid)
+                    lapsed_owners[scope].add(owner)
                     continue
-                owner = sid.partition("@")[2]
                 if owner:
                     held[(owner, sid)][scope].append(rid)
         released = 0
         for scope, rids in lapsed.items():
             call = self._release_call(
                 self.keys.scope_keys(scope), scope, "lapsed", "",
-                "reservation_expired", "reservation expired", "ttl", rids,
+                "reservation_expired", "reservation expired", "ttl", rids, lapsed_owners[scope],
             )  # fmt: skip
             released += int((yield call))
         if held:

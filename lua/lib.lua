@@ -82,6 +82,10 @@ end
 -- counter is a key of its own, rfence:<scope>), held (hash resource path -> 'x <id>' |
 -- 's <id> <id> ...'), under (hash 'a'..path / 'x'..path -> holdings / exclusive holdings strictly beneath
 -- path). Per shard: index (zset id -> deadline ms), ids (hash id -> scope\nsession).
+-- Per agent: rsvof (hash id -> scope) lists the reservations its sessions were granted
+-- in scopes of the agent's own shard, so a script that ends the agent's session can
+-- release them in the same step (an entry may outlive its reservation: it is only a
+-- pointer, and each is checked against the scope's records).
 
 -- The path a resource name stands for (a trailing '/' marks a directory).
 local function rsv_path(name)
@@ -150,4 +154,64 @@ local function rsv_audit(stream, etype, scope, id, r, ok, err, extra)
   if extra then for k, v in pairs(extra) do meta[k] = v end end
   return audit(stream, etype, r.a, r.s, sid_token(r.s), '', '', '', '', ok, err,
                cjson.encode(meta))
+end
+
+-- The scopes a script was given (ARGV names from `first_arg`, each with KEYS records,
+-- held, under from `first_key` on), and the agent's listed reservations (HGETALL of
+-- its rsvof key). Returns scope -> keys, the listing, and the listed scopes that were
+-- not given (empty when none): a script that would end the session must then refuse
+-- before writing anything, so the client can send them.
+local function rsv_listed(of_key, first_key, first_arg)
+  local given, k = {}, first_key
+  for i = first_arg, #ARGV do
+    given[ARGV[i]] = {KEYS[k], KEYS[k + 1], KEYS[k + 2]}
+    k = k + 3
+  end
+  local of = redis.call('HGETALL', of_key)
+  local missing, seen = {}, {}
+  for i = 2, #of, 2 do
+    local scope = of[i]
+    if not given[scope] and not seen[scope] then
+      seen[scope] = true
+      missing[#missing + 1] = scope
+    end
+  end
+  return given, of, missing
+end
+
+-- Release every reservation in the agent's listing `of` (see rsv_listed): the caller
+-- just ended the agent's last session or found none live, so each belongs to a dead
+-- session. Those of session `sid` are audited (`etype`, `message`); any of an older
+-- session was superseded. (HDEL, not DEL: the worker and admin users release
+-- reservations but may delete no keys of a scope, see deploy/users.acl.)
+local function rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, sid, etype, message)
+  if #of == 0 then return 0 end
+  local released = 0
+  for i = 1, #of, 2 do
+    local id, k = of[i], given[of[i + 1]]
+    redis.call('HDEL', of_key, id)
+    local raw = redis.call('HMGET', k[1], id)[1]
+    if raw then
+      local r = cjson.decode(raw)
+      rsv_drop(k[1], k[2], k[3], idx_key, ids_key, id, r)
+      if r.s == sid then
+        rsv_audit(stream, etype, of[i + 1], id, r, '1', message, {by = 'session'})
+      else
+        rsv_audit(stream, 'reservation_released', of[i + 1], id, r, '1', 'session superseded',
+                  {by = 'session'})
+      end
+      released = released + 1
+    end
+  end
+  return released
+end
+
+-- How the agent's latest session (agent hash sid, st) ended, as the event and message
+-- of its reservations' release: its sid, event type, message. For a script that found
+-- no live lease (a lapsed one it reaped itself reads as expired too).
+local function rsv_death(agent_key)
+  local a = redis.call('HMGET', agent_key, 'sid', 'st')
+  if a[2] == 'e' then return a[1], 'reservation_released', 'session ended' end
+  if a[2] == 'r' then return a[1], 'reservation_released', 'session revoked' end
+  return a[1], 'reservation_expired', 'session expired'
 end

@@ -12,8 +12,9 @@
 -- KEYS[6] reservation ids           ({ns:shard}:rsvids)
 -- KEYS[7] audit stream of the shard ({ns:shard}:events)
 -- KEYS[8] fencing counter of the scope ({ns:shard}:rfence:<scope>, written only by INCR)
--- KEYS[9], KEYS[10], KEYS[11] lease hash, agent hash and fencing counter of the agent,
---         when ARGV[8] is '1' (same slot)
+-- KEYS[9], KEYS[10], KEYS[11], KEYS[12] lease hash, agent hash, fencing counter and
+--         listed reservations (rsvof) of the agent, when ARGV[8] is '1' (same slot): a
+--         grant is listed there, so ending the session releases it in the same script
 -- KEYS[last] request record, when ARGV[9] is not ''
 -- ARGV[1] agent id
 -- ARGV[2] session id
@@ -22,7 +23,7 @@
 -- ARGV[5] ttl in ms ('' = the lease's ttl; only with ARGV[8] = '1')
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] reservation id to mint
--- ARGV[8] '1' = check the session's lease here (KEYS[9] to KEYS[11])
+-- ARGV[8] '1' = check the session's lease here and list the grant (KEYS[9] to KEYS[12])
 -- ARGV[9] request record ttl in ms ('' = no request id)
 -- ARGV[10] fingerprint of the request's arguments
 -- ARGV[11] wait: '' = do not queue; 'new:<stale ms>' = queue on conflict;
@@ -194,6 +195,7 @@ for _, path in ipairs(paths) do
 end
 redis.call('ZADD', idx_key, int(deadline), id)
 redis.call('HSET', ids_key, id, scope .. '\n' .. sid)
+if in_slot == '1' then redis.call('HSET', KEYS[12], id, scope) end
 if ticket then redis.call('HDEL', wait_key, tostring(ticket)) end
 rsv_audit(stream, 'reservation_granted', scope, id, r, '1', '', nil)
 if req_key then

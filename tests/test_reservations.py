@@ -18,6 +18,7 @@ from coordinator import (
     RequestIdReusedError,
     ReservationConflict,
     ReservationNotHeld,
+    ReservationScopesNeeded,
     SessionLeaseExpired,
 )
 from coordinator.constants import DEFAULT_SHARDS
@@ -227,6 +228,16 @@ def test_a_dead_holder_never_blocks_a_claim(
             client.reserve(a, holder.session_id, "elsewhere", ["y"])
 
 
+def scopes_for(agent: str, same_slot: bool, count: int, prefix: str = "scope") -> list[str]:
+    """``count`` scope names in (or out of) the agent's shard."""
+    found = [
+        f"{prefix}-{i}"
+        for i in range(1000)
+        if (shard(f"{prefix}-{i}") == shard(agent)) == same_slot
+    ]
+    return found[:count]
+
+
 @pytest.mark.slow
 def test_the_reaper_releases_a_dead_sessions_reservations(
     client: Any, make_client: Any, raw: redis.Redis
@@ -234,13 +245,19 @@ def test_the_reaper_releases_a_dead_sessions_reservations(
     other = make_client()  # another process ends the sessions: the reaper must act
     for ending in ENDINGS:
         agent = f"agent-{ending}"
-        session = client.start_session(agent, ttl=0.05 if ending == "expire" else None)
-        for scope in ("p", "q", "r", "s"):
+        near = scopes_for(agent, True, 2, f"near-{ending}")
+        far = scopes_for(agent, False, 2, f"far-{ending}")
+        session = client.start_session(agent, ttl=0.5 if ending == "expire" else None)
+        for scope in (*near, *far):
             client.reserve(agent, session.session_id, scope, [f"{agent}/x", f"{agent}/y/"], ttl=30)
         _end(other, agent, session.session_id, ending)
-        assert client.reap_reservations() == 4
+        # Ending the session released those of its own shard in the same script; a
+        # lapsed lease nobody reaped yet leaves all four to the reaper.
+        left = 4 if ending == "expire" else 2
+        assert client.reap_reservations() == left
         assert client.list_reservations(agent_id=agent) == []
         assert client.reap_reservations() == 0
+        assert raw.exists(client.keys.agent_keys(agent).listed) == 0
     assert len(events(raw, "reservation_released")) == 12
     assert len(events(raw, "reservation_expired")) == 4
 
@@ -458,3 +475,126 @@ def test_superseding_or_revoking_releases_what_this_client_granted_at_once(
     assert client.list_reservations() == []
     released = events(raw, "reservation_released")
     assert [e["error_message"] for e in released] == ["session superseded", "session revoked"]
+
+
+SESSION_EVENTS = {
+    "end": "session_ended",
+    "revoke": "session_revoked",
+    "supersede": "session_superseded",
+    "expire": "session_expired",
+}
+
+
+def _end_in_script(client: Any, agent: str, session_id: str, ending: str) -> None:
+    """End the session the way ``ending`` says; a lapsed lease is reaped (audited) by
+    ``cleanup_expired_sessions``, the worker's reaper in one call."""
+    if ending == "expire":
+        wait_until(lambda: not client.list_leases(agent))
+        assert client.cleanup_expired_sessions() == 1
+    else:
+        _end(client, agent, session_id, ending)
+
+
+@pytest.mark.parametrize("ender", ["same", "other"], ids=["granting-client", "other-client"])
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_ending_a_session_releases_its_reservations_in_the_same_script(
+    client: Any, make_client: Any, raw: redis.Redis, ending: str, ender: str
+) -> None:
+    # The client that granted knows the scopes; another one learns them from the
+    # script's refusal. Either way no worker runs here: the end itself releases.
+    by = client if ender == "same" else make_client()
+    agent = "agent-tied"
+    near = scopes_for(agent, True, 2)
+    far = scopes_for(agent, False, 1)
+    session = client.start_session(agent, ttl=0.5 if ending == "expire" else None)
+    held = {
+        scope: client.reserve(agent, session.session_id, scope, ["src/", "README.md"], ttl=60)
+        for scope in (*near, *far)
+    }
+    assert raw.hlen(client.keys.agent_keys(agent).listed) == 2
+    _end_in_script(by, agent, session.session_id, ending)
+
+    left = client.list_reservations(agent_id=agent)
+    if ender == "same" and ending != "expire":
+        assert left == []  # the far one went right after, from this client's memory
+    else:
+        assert [r.scope for r in left] == far  # the reaper's (or its holder's) to release
+    assert raw.exists(client.keys.agent_keys(agent).listed) == 0
+    # In the agent's shard stream: the session's end, then at once the releases.
+    stream = client.keys.stream(shard(agent))
+    entries = [fields for _, fields in raw.xrange(stream)]
+    [at] = [
+        i
+        for i, f in enumerate(entries)
+        if f["event_type"] == SESSION_EVENTS[ending] and f["session_id"] == session.session_id
+    ]
+    released = entries[at + 1 : at + 3]
+    kind = "reservation_expired" if ending == "expire" else "reservation_released"
+    assert [f["event_type"] for f in released] == [kind, kind]
+    assert sorted(json.loads(f["metadata"])["reservation_id"] for f in released) == sorted(
+        held[scope].reservation_id for scope in near
+    )
+    message = {
+        "end": "session ended",
+        "revoke": "session revoked",
+        "supersede": "session superseded",
+        "expire": "session expired",
+    }[ending]
+    assert {f["error_message"] for f in released} == {message}
+    assert {json.loads(f["metadata"])["by"] for f in released} == {"session"}
+    assert all(f["session_id"] == session.session_id for f in released)
+    # The resources are free for another agent at once.
+    other = client.start_session("agent-next")
+    for scope in near:
+        client.reserve("agent-next", other.session_id, scope, ["src/a.py"])
+    # Each release is audited once, also when the reaper runs afterwards.
+    client.reap_reservations()
+    for scope in near:
+        assert (
+            len([e for e in events(raw, kind) if json.loads(e["metadata"])["scope"] == scope]) == 1
+        )
+
+
+def test_an_operation_not_given_the_scopes_changes_nothing(
+    client: Any, raw: redis.Redis, state_of: Any
+) -> None:
+    agent = "agent-ops"
+    near = scopes_for(agent, True, 2)
+    session = client.start_session(agent)
+    for scope in near:
+        client.reserve(agent, session.session_id, scope, ["a"])
+    ops = client.operations
+    before = snapshot(raw)
+    for op in (
+        ops.end_session(agent, session.session_id),
+        ops.revoke_session(agent, "operator"),
+        ops.start_session(agent, None, None, False),
+        ops.end_session(agent, session.session_id, near[:1]),
+    ):
+        with pytest.raises(ReservationScopesNeeded) as caught:
+            client.execute(op)
+        assert caught.value.scopes
+        assert set(caught.value.scopes) <= set(near)
+        assert caught.value.agent_id == agent
+    assert snapshot(raw) == before  # refused before any write
+    with pytest.raises(InvalidInputError):  # a scope of another shard: nothing is sent
+        ops.end_session(agent, session.session_id, scopes_for(agent, False, 1))
+    assert client.execute(ops.end_session(agent, session.session_id, near)) is True
+    assert client.list_reservations(agent_id=agent) == []
+
+
+def test_releases_take_reservations_off_the_agents_listing(client: Any, raw: redis.Redis) -> None:
+    agent = "agent-listed"
+    a, b, c = scopes_for(agent, True, 3)
+    session = client.start_session(agent)
+    listed = client.keys.agent_keys(agent).listed
+    mine = client.reserve(agent, session.session_id, a, ["x"])
+    operators = client.reserve(agent, session.session_id, b, ["x"])
+    short = client.reserve(agent, session.session_id, c, ["x"], ttl=0.05)
+    assert raw.hlen(listed) == 3
+    assert client.release(agent, session.session_id, mine.reservation_id)
+    assert client.release_reservation(operators.reservation_id, reason="stuck")
+    wait_until(lambda: not client.list_reservations(scope=c))
+    assert client.reap_reservations() == 1  # the lapsed one, by the reaper
+    assert raw.exists(listed) == 0
+    assert short.reservation_id not in raw.hkeys(client.keys.scope_keys(c).records)
