@@ -13,10 +13,15 @@ process and one run, rounds interleaved so a noisy neighbour hits every contende
 * redis-py ``Lock`` acquire + release (``SET NX PX`` + a Lua release), the baseline: a
   lock of one name, without fencing, audit, path conflicts or a session tie.
 
-Reported: the median pairs/s of the rounds and the ratio to the Lock. Then, with an
-event worker running (default ``reap_interval`` 0.5 s): the time from ``end_session``
-(by another client than the one that reserved, which would release it at once)
-returning to the session's reservation being gone, released by the worker's reaper
+Reported: the median pairs/s of the rounds and the ratio to the Lock. Then what a
+session's end costs when it releases reservations in the same script (a scope of the
+agent's own shard): ``end_session`` latency with no reservation, with one and with 10
+such reservations ended by the client that granted them (one round trip), and with
+one ended by another client (the script names the scope, the client sends it again:
+two round trips), interleaved trial by trial. Then, with an event worker running
+(default ``reap_interval`` 0.5 s): the time from ``end_session`` (by another client than
+the one that reserved, which would release it at once) returning to the session's
+reservation in a scope of another shard being gone, released by the worker's reaper
 (nobody claims the resource meanwhile), over ``--trials`` sessions.
 """
 
@@ -42,12 +47,13 @@ from coordinator.sinks import sink_from_url
 from coordinator.worker import EventWorker, WorkerOptions
 
 
-def agent_for(scope: str, same_slot: bool) -> str:
-    def shard(name: str) -> int:
-        return zlib.crc32(name.encode()) % DEFAULT_SHARDS
+def _shard(name: str) -> int:
+    return zlib.crc32(name.encode()) % DEFAULT_SHARDS
 
+
+def agent_for(scope: str, same_slot: bool) -> str:
     return next(
-        f"agent-{i}" for i in range(1000) if (shard(f"agent-{i}") == shard(scope)) == same_slot
+        f"agent-{i}" for i in range(1000) if (_shard(f"agent-{i}") == _shard(scope)) == same_slot
     )
 
 
@@ -89,6 +95,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, body in contenders.items():
                 rates[name].append(timed(args.pairs, body))
+        end_costs = session_end_costs(server.url, args.trials * 10)
         release_delays = reaper_delays(server.url, Path(folder), args.trials)
         coord.close()
         raw.close()
@@ -100,6 +107,17 @@ def main() -> None:
         median = statistics.median(samples)
         result[name] = {"pairs_per_s": round(median), "ratio": round(median / baseline, 3)}
         print(f"{name:<45} {median:>9.0f} {median / baseline:>8.2f}")
+    base = statistics.median(end_costs["no reservation"])
+    print(f"{'end_session':<45} {'p50 µs':>9} {'p99 µs':>8} {'vs none':>8}")
+    for name, samples in end_costs.items():
+        ordered = sorted(samples)
+        p50 = statistics.median(ordered)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        result[f"end_session, {name} (s)"] = {
+            "trials": len(ordered), "p50": round(p50, 6), "p99": round(p99, 6),
+            "ratio_p50": round(p50 / base, 3),
+        }  # fmt: skip
+        print(f"{name:<45} {p50 * 1e6:>9.0f} {p99 * 1e6:>8.0f} {p50 / base:>8.2f}")
     ordered = sorted(release_delays)
     p50, worst = statistics.median(ordered), ordered[-1]
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -112,6 +130,36 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def session_end_costs(url: str, trials: int) -> dict[str, list[float]]:
+    """Seconds ``end_session`` takes, by what the session holds in scopes of its agent's
+    shard (released by the same script); cases interleaved trial by trial."""
+    coord = Coordinator.from_url(url, namespace="bench-end", lease_ttl=3600)
+    other = Coordinator.from_url(url, namespace="bench-end")
+    agent = "ender"
+    near = [f"near-{i}" for i in range(1000) if _shard(f"near-{i}") == _shard(agent)][:10]
+    cases: dict[str, tuple[Coordinator, list[str]]] = {
+        "no reservation": (coord, []),
+        "1 in the agent's shard": (coord, near[:1]),
+        "10 in the agent's shard": (coord, near),
+        "1 in the agent's shard, other client": (other, near[:1]),
+    }
+    costs: dict[str, list[float]] = {name: [] for name in cases}
+    try:
+        for _ in range(trials):
+            for name, (ender, scopes) in cases.items():
+                session = coord.start_session(agent)
+                for scope in scopes:
+                    coord.reserve(agent, session.session_id, scope, ["src/"])
+                start = time.perf_counter()
+                ender.end_session(agent, session.session_id)
+                costs[name].append(time.perf_counter() - start)
+        assert not coord.list_reservations(agent_id=agent)
+    finally:
+        coord.close()
+        other.close()
+    return costs
 
 
 def reaper_delays(url: str, folder: Path, trials: int) -> list[float]:
@@ -129,7 +177,12 @@ def reaper_delays(url: str, folder: Path, trials: int) -> list[float]:
     delays = []
     try:
         for i in range(trials):
-            agent = f"reaped-{i}"
+            # A scope of another shard than the agent's: the end cannot release it.
+            agent = next(
+                f"reaped-{i}-{j}"
+                for j in range(100)
+                if _shard(f"reaped-{i}-{j}") != _shard("reaped")
+            )
             session = coord.start_session(agent)
             coord.reserve(agent, session.session_id, "reaped", ["src/"])
             ender.end_session(agent, session.session_id)
