@@ -210,3 +210,35 @@ def test_a_sink_that_cannot_be_created_is_a_configuration_error(tmp_path: Path) 
         with pytest.raises(ConfigurationError) as info:
             sink.prepare()
         assert "cannot be created: a file is in the way" in str(info.value)
+
+
+def test_reads_never_create_a_postgres_sink(postgres_url: str) -> None:
+    # A read command against a database without the tables created them.
+    import psycopg
+
+    def tables() -> set[str]:
+        with psycopg.connect(postgres_url) as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema()"
+                )
+            }
+
+    with sink_from_url(postgres_url) as sink:
+        assert sink.query("ns") == []
+        assert sink.count("ns") == 0
+        assert list(sink.events("ns")) == []
+        assert sink.counts_by_type("ns") == {}
+        assert tables() == set()
+        # Once a worker has created it, the same sink reads what it holds.
+        with sink_from_url(postgres_url) as writer:
+            writer.prepare()
+            writer.write([row(1)])
+            written = writer.query("ns")
+        assert sink.count("ns") == 1
+        assert sink.query("ns") == written
+        # And it still writes (its own connection, the schema checked).
+        assert sink.write([row(2)]) == 1
+        assert sink.count("ns") == 2

@@ -13,6 +13,7 @@ schema is only read and checked, never created; a missing privilege is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -35,6 +36,8 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = schema_sql(POSTGRES, "BIGSERIAL PRIMARY KEY")
 
 _COLUMNS = ", ".join(ROW_COLUMNS)
@@ -52,6 +55,9 @@ _MOVE = (
 )
 # Serialises schema creation between processes starting at once.
 _SCHEMA_LOCK = 0x636F6F7264  # "coord"
+#: The events table as an empty temporary table of one connection: in ``pg_temp``,
+#: which PostgreSQL searches first, so reads find it where the real one is missing.
+_EMPTY_EVENTS = _SCHEMA.split(";")[0].replace("CREATE TABLE", "CREATE TEMPORARY TABLE", 1)
 
 
 class PostgresSink(Sink):
@@ -71,16 +77,23 @@ class PostgresSink(Sink):
         super().__init__(url)
         self.connect_timeout = connect_timeout
         self._conn: Any = None
+        #: Connection of reads before any write (see _read_connection), and whether
+        #: it reads an empty temporary table because the sink has no tables yet.
+        self._reader: Any = None
+        self._reader_empty = False
 
     @property
     def location(self) -> str:
         return redact_url(self.url)
 
+    def _connect(self) -> Any:
+        assert psycopg is not None
+        return psycopg.connect(self.url, connect_timeout=max(1, round(self.connect_timeout)))
+
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        assert psycopg is not None
-        conn = psycopg.connect(self.url, connect_timeout=max(1, round(self.connect_timeout)))
+        conn = self._connect()
         try:
             _ensure_schema(conn)
             conn.execute(_CREATE_STAGE)
@@ -89,6 +102,39 @@ class PostgresSink(Sink):
             conn.close()
             raise
         self._conn = conn
+        return conn
+
+    def _read_connection(self) -> Any:
+        # A read (``coordinator events``, get_agent_events) never creates the tables: a
+        # mistyped database or schema must not be left holding an empty sink. Until the
+        # worker (or the owner) creates them, reads see an empty temporary table of
+        # their own connection; once the real one exists, a fresh connection reads it.
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = self._reader
+        if conn is not None and not conn.closed and not self._reader_empty:
+            return conn
+        if conn is None or conn.closed:
+            conn, self._reader_empty = self._connect(), False
+        self._reader = conn
+        try:
+            columns = _columns(conn, TABLE)
+            if columns:
+                check_existing(columns, "use another database or schema")
+                if self._reader_empty:  # its temporary table hides the real one
+                    conn.close()
+                    conn = self._reader = self._connect()
+                    self._reader_empty = False
+            elif not self._reader_empty:
+                log.warning("event sink %s has no events table (yet): no persisted events",
+                            self.location)  # fmt: skip
+                conn.execute(_EMPTY_EVENTS)
+                self._reader_empty = True
+            conn.commit()
+        except BaseException:
+            conn.close()
+            self._reader = None
+            raise
         return conn
 
     def _insert(self, cursor: Any, rows: Sequence[EventRow]) -> int:
@@ -102,9 +148,10 @@ class PostgresSink(Sink):
         return int(cursor.rowcount)
 
     def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        for conn in (self._conn, self._reader):
+            if conn is not None:
+                conn.close()
+        self._conn = self._reader = None
 
 
 def _columns(conn: Any, table: str) -> set[str]:
