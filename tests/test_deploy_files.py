@@ -277,10 +277,11 @@ def test_compose_services_use_the_image_commands_and_ports_of_the_code() -> None
     assert option_value(worker_args, "--consumer") == "$$HOSTNAME"
     # SIGTERM and time to drain: the worker acks its batch before it exits.
     assert services["worker"]["stop_signal"] == "SIGTERM"
-    # Postgres's database and user are the sink URL's.
+    # Postgres's database is the sink URL's (its superuser is not the worker's role).
     pg = services["postgres"]["environment"]
     sink = urlsplit(services["worker"]["environment"]["COORDINATOR_SINK_URL"])
-    assert (sink.username, sink.path.lstrip("/")) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
+    assert sink.path.lstrip("/") == pg["POSTGRES_DB"]
+    assert sink.username != pg["POSTGRES_USER"]
     assert sink.hostname == "postgres"
 
 
@@ -305,6 +306,13 @@ def test_compose_environment_names_users_and_passwords_agree() -> None:
         assert variable in services["redis"]["environment"]
         if "COORDINATOR_SINK_URL" in env:
             check_sink_url(env["COORDINATOR_SINK_URL"])
+            # The sink's least-privilege role, its password the one postgres-init.sh sets.
+            sink_role = SINK_ROLE_OF[name]
+            sink = urlsplit(env["COORDINATOR_SINK_URL"])
+            assert sink.username == sink_role, name
+            variable = "POSTGRES_" + sink_role.removeprefix("coordinator_").upper() + "_PASSWORD"
+            assert sink.password == "${" + variable + "}", name
+            assert variable in services["postgres"]["environment"]
     # The Redis service gets a password for every user of the ACL file but default.
     assert {
         "REDIS_PASSWORD_" + user.upper().replace("-", "_") for user in acl_users() - {"default"}
@@ -322,6 +330,21 @@ def test_compose_environment_names_users_and_passwords_agree() -> None:
     assert mounts["./users.acl"] == "/etc/redis/users.acl"
     assert services["redis"]["entrypoint"] == ["/bin/sh", mounts["./redis-entrypoint.sh"]]
     assert all((DEPLOY / host).exists() for host in mounts if host.startswith("./"))
+    # PostgreSQL applies the roles file and the passwords once, at its first start.
+    mounts = volumes(services["postgres"])
+    assert mounts["./postgres-roles.sql"] == "/etc/coordinator/postgres-roles.sql"
+    assert mounts["./postgres-init.sh"].startswith("/docker-entrypoint-initdb.d/")
+    assert all((DEPLOY / host).exists() for host in mounts if host.startswith("./"))
+
+
+#: The sink role each compose service logs in to PostgreSQL as.
+SINK_ROLE_OF = {"worker": "coordinator_worker", "admin": "coordinator_reader"}
+
+
+def test_other_deploy_files_name_the_sinks_worker_role() -> None:
+    for path in (K8S / "secret.yaml", DEPLOY / "systemd" / "coordinator.env.example"):
+        [url] = re.findall(r"postgresql://\S+", path.read_text().split("stringData:")[-1])
+        assert urlsplit(url).username == "coordinator_worker", path
 
 
 # --- Kubernetes ----------------------------------------------------------------------

@@ -154,3 +154,64 @@ def test_a_worker_without_insert_stops_and_dead_letters_nothing(clean: str, redi
         assert all(raw.xlen(f"{tag}:dead") == 0 for tag in shards)
         assert sum(raw.xlen(f"{tag}:events") for tag in shards) == 2  # nothing trimmed
         raw.flushall()
+
+
+def test_the_compose_init_script_sets_up_the_roles_with_passwords(tmp_path: Path) -> None:
+    """deploy/postgres-init.sh as the postgres image runs it at first start (as the
+    superuser, on POSTGRES_DB), here on a fresh database of the test server."""
+    import shutil
+    import subprocess
+
+    import psycopg
+
+    if shutil.which("psql") is None:
+        if os.environ.get("COORDINATOR_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("psql is required (CI) to run deploy/postgres-init.sh")
+        pytest.skip("psql not installed")
+    name = f"init_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(PG_URL)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+    env = {
+        **os.environ,
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_DB": name,
+        "COORDINATOR_ROLES_SQL": str(ROLES_SQL),
+        "POSTGRES_WORKER_PASSWORD": "worker-secret-1",
+        "POSTGRES_READER_PASSWORD": "reader-secret-1",
+    }
+    script = ROLES_SQL.parent / "postgres-init.sh"
+    try:
+        done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # Sourced, as the image does with a script that is not executable: the same.
+        sourced = subprocess.run(
+            ["sh", "-c", f". {script}; echo still-here"], env=env, capture_output=True, text=True
+        )
+        assert sourced.returncode == 0, sourced.stderr
+        assert "still-here" in sourced.stdout
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT rolname, rolpassword IS NOT NULL FROM pg_authid "
+                "WHERE rolname IN ('coordinator_worker', 'coordinator_reader')"
+            ).fetchall()
+        assert sorted(rows) == [("coordinator_reader", True), ("coordinator_worker", True)]
+        # The worker's role appends and reads; the reader's only reads.
+        with sink_from_url(as_role(url, "coordinator_worker")) as sink:
+            sink.prepare()
+            assert sink.write([row(1)]) == 1
+        with sink_from_url(as_role(url, "coordinator_reader")) as sink:
+            assert sink.count("ns") == 1
+            with pytest.raises(SinkAccessDenied):
+                sink.write([row(2)])
+        # Without a password the script refuses before touching the database.
+        missing = {k: v for k, v in env.items() if k != "POSTGRES_READER_PASSWORD"}
+        refused = subprocess.run(["sh", str(script)], env=missing, capture_output=True, text=True)
+        assert refused.returncode != 0
+        assert "POSTGRES_READER_PASSWORD" in refused.stderr
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
