@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from json import loads
+from json import JSONDecoder, loads
 from typing import Any, Final
 
 from pydantic import BaseModel
@@ -40,16 +40,16 @@ FIELDS: Final = ("sid", "start", "hb", "exp", "ttl", "meta")
 #: each): at most this many pages of leases are in flight.
 SHARDS_IN_FLIGHT: Final = 16
 
-_NAMES: Final = frozenset(Lease.model_fields)
-_FIELDS_SET: Final = set(_NAMES)
 _new = object.__new__
-# The slots pydantic's own model_construct fills, set through their descriptors
-# (object.__setattr__ would look each one up again).
+_fromtimestamp = datetime.fromtimestamp
+_NAMES: Final = tuple(Lease.model_fields)
+_FIELDS_SET: Final = set(_NAMES)
+# The slots pydantic's own model_construct fills, set through their descriptors.
 _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-_fromtimestamp = datetime.fromtimestamp
+_scan = JSONDecoder().scan_once  # type: ignore[attr-defined]
 #: Below this many ms since the epoch (the year 2096) ``fromtimestamp(ms / 1000)`` is
 #: exact to the millisecond, so a datetime plus a whole number of ms is the same value.
 _EXACT_BELOW: Final = 4_000_000_000_000
@@ -57,42 +57,58 @@ _EXACT_BELOW: Final = 4_000_000_000_000
 _gaps: dict[int, timedelta] = {}
 
 
+def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Lease]:
+    """The live leases of a ``read_leases`` reply (one string per agent, in order, its
+    fields joined by newlines; None where the lease lapsed since the index was read)."""
+    leases: list[Lease] = []
+    append = leases.append
+    gaps = _gaps
+    for agent, packed in zip(agents, reply, strict=True):
+        if not packed:
+            continue
+        sid, start, heartbeat, deadline, ttl, meta = packed.split("\n", 5)
+        started_ms = int(start)
+        started = _fromtimestamp(started_ms / 1000, UTC)
+        if heartbeat == start:  # no heartbeat yet: the same instant
+            beat_ms, beat = started_ms, started
+        else:
+            beat_ms = int(heartbeat)
+            beat = _fromtimestamp(beat_ms / 1000, UTC)
+        deadline_ms = int(deadline)
+        gap = gaps.get(deadline_ms - beat_ms)
+        if gap is not None and deadline_ms < _EXACT_BELOW:
+            expires = beat + gap
+        else:
+            expires = _fromtimestamp(deadline_ms / 1000, UTC)
+            _remember_gap(deadline_ms - beat_ms)
+        lease = _new(Lease)
+        _set_dict(
+            lease,
+            {
+                "session_id": sid,
+                "agent_id": agent,
+                "fencing_token": int(sid.partition("-")[0]),
+                "started_at": started,
+                "last_heartbeat": beat,
+                "expires_at": expires,
+                "ttl": int(ttl) / 1000,
+                "metadata": _metadata(meta) if meta else None,
+            },
+        )
+        _set_fields(lease, _FIELDS_SET.copy())
+        _set_extra(lease, None)
+        _set_private(lease, None)
+        append(lease)
+    return leases
+
+
 def trusted_lease(
     agent: str, sid: str, start: str, heartbeat: str, deadline: str, ttl: str, meta: str | None
 ) -> Lease:
     """The :class:`Lease` of one agent's lease-hash fields (``FIELDS`` order), as
     written by our scripts: equal to ``Lease(...)`` of the same values, unvalidated."""
-    started_ms = int(start)
-    started = _fromtimestamp(started_ms / 1000, UTC)
-    if heartbeat == start:  # no heartbeat yet: the same instant
-        beat_ms, beat = started_ms, started
-    else:
-        beat_ms = int(heartbeat)
-        beat = _fromtimestamp(beat_ms / 1000, UTC)
-    deadline_ms = int(deadline)
-    gap = _gaps.get(deadline_ms - beat_ms)
-    if gap is not None and deadline_ms < _EXACT_BELOW:
-        expires = beat + gap
-    else:
-        expires = _fromtimestamp(deadline_ms / 1000, UTC)
-        _remember_gap(deadline_ms - beat_ms)
-    lease = _new(Lease)
-    _set_dict(
-        lease,
-        {
-            "session_id": sid,
-            "agent_id": agent,
-            "fencing_token": int(sid.partition("-")[0]),
-            "started_at": started,
-            "last_heartbeat": beat,
-            "expires_at": expires,
-            "ttl": int(ttl) / 1000,
-            "metadata": _metadata(meta) if meta else None,
-        },
-    )
-    _set_fields(lease, _FIELDS_SET.copy())
-    _set_extra(lease, None)
-    _set_private(lease, None)
+    fields = (sid, start, heartbeat, deadline, ttl, meta or "")
+    (lease,) = leases_from([agent], ["\n".join(fields)])
     return lease
 
 
@@ -102,19 +118,15 @@ def _remember_gap(ms: int) -> None:
 
 
 def _metadata(raw: str) -> dict[str, Any]:
-    # As validation.decode_metadata (and pydantic, which copies a dict it validates).
-    value = loads(raw)
+    # As validation.decode_metadata, which is json.loads (and pydantic copies the dict
+    # it validates); scan_once skips loads' Python wrapper around the same C scanner.
+    try:
+        value, end = _scan(raw, 0)
+    except StopIteration:
+        value, end = None, -1
+    if end != len(raw):  # leading or trailing white space, or not JSON: as loads does
+        value = loads(raw)
     return value if type(value) is dict else {"value": value}
-
-
-def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Lease]:
-    """The live leases of a ``read_leases`` reply (one string per agent, in order, its
-    fields joined by newlines; None where the lease lapsed since the index was read)."""
-    return [
-        trusted_lease(agent, *packed.split("\n", 5))
-        for agent, packed in zip(agents, reply, strict=True)
-        if packed
-    ]
 
 
 def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:

@@ -166,3 +166,16 @@ def test_a_flushed_script_cache_is_reloaded_mid_listing(client: Any, raw: redis.
     first = next(leases)
     raw.script_flush()
     assert by_agent([first, *leases]) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"a": 1}', ' {"a": 1}', '{"a": 1} ', "[1]", '"x"', "1", "null", '{"k": "\\n"}']
+)
+def test_metadata_is_decoded_as_json_loads_does(raw: str) -> None:
+    fields = ("1-00@a", "0", "1", "999", "1", raw)
+    assert trusted_lease("a", *fields).metadata == decode_metadata(raw)
+
+
+def test_metadata_that_is_not_json_fails_as_json_loads_does() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        trusted_lease("a", "1-00@a", "0", "1", "999", "1", '{"a": 1} x')
