@@ -317,7 +317,7 @@ class AsyncCoordinator:
 
     async def get_current_projects(self, agent_ids: Sequence[str]) -> list[AgentProject | None]:
         """Records of several agents in one round trip, in the order given."""
-        return await self._run(self._core.projects(agent_ids))
+        return await self._drive(self._core.projects(agent_ids))
 
     # --- reservations ---------------------------------------------------------------
 

@@ -318,7 +318,7 @@ class Coordinator:
 
     def get_current_projects(self, agent_ids: Sequence[str]) -> list[AgentProject | None]:
         """Records of several agents in one round trip, in the order given."""
-        return self._run(self._core.projects(agent_ids))
+        return self._drive(self._core.projects(agent_ids))
 
     # --- reservations ---------------------------------------------------------------
 

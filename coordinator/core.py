@@ -37,7 +37,7 @@ from coordinator.errors import (
 from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
-from coordinator.listing import FIELDS, leases_plan
+from coordinator.listing import FIELDS, leases_plan, records_plan
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import MAX_SCOPE_ROUNDS, SCOPES_NEEDED, ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
@@ -430,13 +430,11 @@ class CoordinatorCore:
             return
         yield from leases_plan(self.keys, page_size)
 
-    def projects(self, agent_ids: Sequence[str]) -> Op[list[AgentProject | None]]:
-        """Project records of several agents in one pipelined round trip."""
+    def projects(self, agent_ids: Sequence[str]) -> Plan[list[AgentProject | None]]:
+        """Project records of several agents: one ``read_records`` per shard, all in
+        one pipelined round trip."""
         agents = validation.agent_ids(agent_ids)
-        call = Batch(tuple(Command("hmget", (self.keys.agent(a), *RECORD_FIELDS)) for a in agents))
-        return Op(
-            call, lambda replies: [record_from(a, r) for a, r in zip(agents, replies, strict=True)]
-        )
+        return records_plan(self.keys, agents, record_from)
 
     def server_time(self) -> Op[datetime]:
         """The Redis server's clock (the only clock the coordinator trusts)."""

@@ -28,7 +28,12 @@ from coordinator.errors import (
 from coordinator.scripts import SCRIPT_NAMES
 
 #: Scripts that change state (an unknown outcome matters for these): all but these.
-WRITES: Final = frozenset(SCRIPT_NAMES) - {"init_namespace", "heartbeat", "read_leases"}
+WRITES: Final = frozenset(SCRIPT_NAMES) - {
+    "init_namespace",
+    "heartbeat",
+    "read_leases",
+    "read_records",
+}
 
 #: Scripts whose changes durability mode waits for: every one but the namespace check,
 #: which any client repeats with the same values.

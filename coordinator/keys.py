@@ -129,6 +129,10 @@ class KeySpace:
         """Lease key of an agent known to live in ``shard`` (listings: no hashing)."""
         return f"{self._tags[shard]}:{C.KEY_LEASE}:{agent_id}"
 
+    def agent_in(self, shard: int, agent_id: str) -> str:
+        """Agent hash of an agent known to live in ``shard``."""
+        return f"{self._tags[shard]}:{C.KEY_AGENT}:{agent_id}"
+
     def index(self, shard: int) -> str:
         return f"{self._tags[shard]}:{C.KEY_LEASE_INDEX}"
 

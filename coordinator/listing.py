@@ -21,17 +21,19 @@ and in the client's decoding, so both are kept lean:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from json import JSONDecoder, loads
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from coordinator.calls import Batch, Command, Emit, Script, StreamPlan
+from coordinator.calls import Batch, Command, Emit, Plan, Script, StreamPlan
 from coordinator.keys import KeySpace
 from coordinator.models import Lease
 from coordinator.scripts import digest
+
+T = TypeVar("T")
 
 #: Lease hash fields a listing reads, in this order (``LEASE_FIELDS`` in core); the
 #: order ``read_leases`` joins them in.
@@ -174,6 +176,38 @@ def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:
                 del cursors[shard], seen[shard]
             else:
                 cursors[shard] = cursor
+
+
+def records_plan(
+    keys: KeySpace, agents: Sequence[str], decode: Callable[[str, Sequence[str]], T]
+) -> Plan[list[T | None]]:
+    """The project records of ``agents`` (``decode(agent, fields)`` of each, None for an
+    agent without one): one ``read_records`` per shard, all in one pipeline."""
+    by_shard: dict[int, list[int]] = {}
+    for i, agent in enumerate(agents):
+        by_shard.setdefault(keys.shard_of(agent), []).append(i)
+    sha = digest("read_records")
+    reads = [
+        (shard, tuple(keys.agent_in(shard, agents[i]) for i in places))
+        for shard, places in by_shard.items()
+    ]
+    replies = (
+        (
+            yield Batch(
+                tuple(Command("evalsha", (sha, len(k), *k)) for _, k in reads), errors_in_place=True
+            )
+        )
+        if reads
+        else []
+    )
+    records: list[T | None] = [None] * len(agents)
+    for (_, agent_keys), places, reply in zip(reads, by_shard.values(), replies, strict=True):
+        if isinstance(reply, Exception):  # NOSCRIPT or a failure: alone, as in leases_plan
+            reply = yield Script("read_records", agent_keys, (), retry=True)
+        for i, packed in zip(places, reply, strict=True):
+            if packed:
+                records[i] = decode(agents[i], packed.split("\n"))
+    return records
 
 
 def _read(keys: KeySpace, shard: int, agents: list[str], sha: str) -> Command:

@@ -27,6 +27,7 @@ SCRIPT_NAMES: Final = (
     "import_project",
     "dead_letter",
     "read_leases",
+    "read_records",
     "reserve",
     "release_reservations",
     "renew_reservation",

@@ -179,3 +179,24 @@ def test_metadata_is_decoded_as_json_loads_does(raw: str) -> None:
 def test_metadata_that_is_not_json_fails_as_json_loads_does() -> None:
     with pytest.raises(json.JSONDecodeError):
         trusted_lease("a", "1-00@a", "0", "1", "999", "1", '{"a": 1} x')
+
+
+def test_records_read_together_are_the_records_read_one_by_one(
+    make_client: Any, raw: redis.Redis
+) -> None:
+    client = make_client(namespace="records", shards=2 * SHARDS_IN_FLIGHT)
+    agents = [f"agent-{i}" for i in range(80)]
+    for i, agent in enumerate(agents[:60]):
+        s = client.start_session(agent)
+        client.set_current_project(agent, f"proj {i} ✓", s.session_id)
+        if i % 3 == 0:
+            client.set_current_project(agent, None, s.session_id)  # cleared, version 2
+        if i % 4 == 0:
+            client.end_session(agent, s.session_id)
+    asked = [*agents, agents[0], "never-seen", agents[59]]
+    expected = [client.get_current_project(agent) for agent in asked]
+    assert sum(record is None for record in expected) == 21
+    assert client.get_current_projects(asked) == expected
+    assert client.get_current_projects([]) == []
+    raw.script_flush()
+    assert client.get_current_projects(asked) == expected

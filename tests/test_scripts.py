@@ -76,6 +76,8 @@ def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
     scans = [(0, [(a, 1.0) for a in zero])] + [(0, [])] * (core.keys.shards - 1)
     (read,) = listing.send(scans).commands  # type: ignore[union-attr]
     calls.append(read)
+    (records,) = core.projects(zero).send(None).commands  # type: ignore[union-attr]
+    calls.append(records)
     return calls
 
 
