@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from coordinator.aio import AsyncCoordinator
+from coordinator.keys import KeySpace
 from coordinator.verify.workload import Client, ClientPlan, connect_options
 
 
@@ -25,6 +26,11 @@ class AsyncShell:
 
     def __init__(self, client: AsyncCoordinator, loop: asyncio.AbstractEventLoop) -> None:
         self._client, self._loop = client, loop
+
+    @property
+    def keys(self) -> KeySpace:
+        """The client's key layout (pure: no call to run on the loop)."""
+        return self._client.keys
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._client, name)

@@ -2,7 +2,9 @@
 
 Each reservation client holds a session of an agent of its own and reserves random,
 overlapping sets of paths of one scope (exclusive or shared), releases them, lets some
-lapse and now and then ends its session. Checked afterwards:
+lapse and now and then ends its session. Half the clients' agents share the scope's
+shard, so ending their sessions releases their reservations in the same script; the
+others' go right after, by the client or the worker's reaper. Checked afterwards:
 
 * **Exclusion in real time**: never two conflicting holders at once. A reservation
   certainly granted before another claim began, and certainly still held after that
@@ -31,6 +33,7 @@ from coordinator.errors import (
     ReservationConflict,
     SessionLeaseExpired,
 )
+from coordinator.keys import KeySpace
 from coordinator.models import AgentEvent, EventType
 from coordinator.validation import overlapping, resource_key
 from coordinator.verify.history import Operation
@@ -57,12 +60,24 @@ def conflicting(a_mode: str, a: Sequence[str], b_mode: str, b: Sequence[str]) ->
     return any(overlapping(resource_key(x), resource_key(y)) for x in a for y in b)
 
 
+def agent_of(index: int, keys: KeySpace) -> str:
+    """The agent of reservation client ``index``: of the scope's shard for even indexes
+    (its session's end releases its reservations in the same script), of another shard
+    for odd ones (the client or the worker's reaper releases them after)."""
+    same = index % 2 == 0
+    for attempt in range(10_000):
+        name = f"rsv-{index}" if attempt == 0 else f"rsv-{index}-{attempt}"
+        if (keys.shard_of(name) == keys.shard_of(SCOPE)) == same or keys.shards == 1:
+            return name
+    raise AssertionError("no agent name for the shard")  # pragma: no cover
+
+
 class ReservationClient(Client):
     """A client of one agent of its own that reserves and releases (see the module)."""
 
     def __init__(self, plan: Any, coordinator: Any) -> None:
         super().__init__(plan, coordinator)
-        self.agent = f"rsv-{plan.index}"
+        self.agent = agent_of(plan.index, coordinator.keys)
         #: Reservations this client holds: id -> (session id, resources, mode).
         self.held: dict[str, tuple[str, list[str], str]] = {}
 
