@@ -77,8 +77,12 @@ class Reaper:
             self.worker.sink.close()
 
 
-#: The reapers' commands (the worker's reads, acks and trims are not reaping).
-REAPER_COMMANDS = ("cmdstat_time", "cmdstat_zrange", "cmdstat_zrangebyscore")
+#: The reapers' commands, the lease reaper's and the reservation reaper's (the worker's
+#: reads, acks and trims are not reaping).
+REAPER_COMMANDS = (
+    "cmdstat_time", "cmdstat_zrange", "cmdstat_zrangebyscore", "cmdstat_exists",
+    "cmdstat_hgetall",
+)  # fmt: skip
 
 
 def commands(raw: redis.Redis) -> int:

@@ -568,8 +568,16 @@ class ReservationCore:
         """Release the reservations whose deadline passed (``reservation_expired``) and
         those of sessions that can no longer act (ended, revoked, superseded:
         ``reservation_released``; expired: ``reservation_expired``). Returns how many
-        this call released. One pipelined read per pass when nothing is held."""
-        shards = range(self.keys.shards)
+        this call released. One ``EXISTS`` per shard, pipelined, when nothing is held
+        (what the lease reaper's idle pass costs)."""
+        found = yield Batch(
+            tuple(
+                Command("exists", (self.keys.reservation_ids(s),)) for s in range(self.keys.shards)
+            )
+        )
+        shards = [s for s, exists in enumerate(found) if int(exists)]
+        if not shards:
+            return 0
         now_ms = time_reply_ms((yield Command("time")))
         replies = yield Batch(
             tuple(
@@ -586,8 +594,8 @@ class ReservationCore:
         lapsed: dict[str, list[str]] = defaultdict(list)
         lapsed_owners: dict[str, set[str]] = defaultdict(set)
         held: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for s in shards:
-            ids, deadlines = replies[2 * s], replies[2 * s + 1]
+        for i in range(len(shards)):
+            ids, deadlines = replies[2 * i], replies[2 * i + 1]
             due = {rid for rid, score in deadlines if int(score) <= now_ms}
             for rid, entry in ids.items():
                 scope, _, sid = entry.partition("\n")
