@@ -179,7 +179,7 @@ def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:
 
 
 def records_plan(
-    keys: KeySpace, agents: Sequence[str], decode: Callable[[str, Sequence[str]], T]
+    keys: KeySpace, agents: Sequence[str], decode: Callable[[str, Sequence[str]], T | None]
 ) -> Plan[list[T | None]]:
     """The project records of ``agents`` (``decode(agent, fields)`` of each, None for an
     agent without one): one ``read_records`` per shard, all in one pipeline."""

@@ -19,6 +19,8 @@ from coordinator.cli.output import (
     lease_row,
 )
 from coordinator.client import Coordinator
+from coordinator.core import record_from
+from coordinator.listing import records_plan
 from coordinator.models import AgentProject, Lease
 from coordinator.shapes import reservation_json
 
@@ -29,7 +31,10 @@ def _pages(
     """Leases joined with their agents' records, one page (one pipelined read) at a time."""
     leases = client.iter_leases(agent, page_size=page_size)
     while page := list(islice(leases, page_size)):
-        records = client.get_current_projects([lease.agent_id for lease in page])
+        # The records plan of get_current_projects, minus validating ids the listing
+        # just returned (at 100,000 agents, the validation cache no longer holds them).
+        agents = [lease.agent_id for lease in page]
+        records = client.execute(records_plan(client.keys, agents, record_from))
         yield list(zip(page, records, strict=True))
 
 
