@@ -3,9 +3,9 @@
 The leases page reads one page of the lease index at a time: ``ZCOUNT`` of every shard's
 index (one pipelined round trip) tells which shards the page falls in, ``ZRANGE`` reads
 just those members with their deadlines, one ``read_leases`` script per shard reads
-their leases and one pipeline their project records. So a page costs the same few round
-trips with 10 or 100,000 leases. An index member whose lease hash is gone lapsed and
-awaits the reaper: it is listed too, marked expired.
+their leases and one pipeline of ``read_records`` scripts their project records. So a
+page costs the same few round trips with 10 or 100,000 leases. An index member whose
+lease hash is gone lapsed and awaits the reaper: it is listed too, marked expired.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 from coordinator.aio import AsyncCoordinator
 from coordinator.calls import Batch, Command, Plan, Script
-from coordinator.core import RECORD_FIELDS, record_from
+from coordinator.core import record_from
 from coordinator.keys import KeySpace
-from coordinator.listing import leases_from
+from coordinator.listing import leases_from, records_plan
 from coordinator.models import AgentEvent, AgentProject, EventType, Lease, Reservation
 from coordinator.shapes import iso
 from coordinator.timestamps import ms_to_datetime, time_reply_ms
@@ -113,11 +113,7 @@ def lease_page_plan(
             ]
     rows: list[LeaseRow] = []
     agents = [a for _, members in picked for a, _ in members]
-    records: list[Any] = []
-    if agents:
-        records = yield Batch(
-            tuple(Command("hmget", (keys.agent(a), *RECORD_FIELDS)) for a in agents)
-        )
+    records = yield from records_plan(keys, agents, record_from)
     index = 0
     for shard, members in picked:
         names = [a for a, _ in members]
@@ -131,7 +127,7 @@ def lease_page_plan(
                     agent_id=name,
                     deadline=ms_to_datetime(score),
                     lease=live.get(name),
-                    record=record_from(name, records[index]),
+                    record=records[index],
                 )
             )
             index += 1
