@@ -98,6 +98,7 @@ def instructions(tree: Path, url: str, mode: str, calls: int, tmp: Path) -> int:
         check=True,
         capture_output=True,
         timeout=1800,
+        cwd=tmp,  # python -c puts the working directory first on sys.path: not a checkout
     )
     text = out.read_text(encoding="utf-8", errors="replace")
     match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)

@@ -32,12 +32,13 @@ applied (it may have, once the batch reached the wire; not when connecting faile
 from __future__ import annotations
 
 import inspect
-from asyncio import CancelledError, Future, Task, get_running_loop, sleep
+from asyncio import CancelledError, Future, Task, get_running_loop, sleep, timeout
 from contextlib import suppress
 from typing import Any
 
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError, DataError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator.connection import AsyncRedisClient
 
@@ -123,9 +124,13 @@ class AutoPipeline:
                 self._send(batch)
             raise
         self._gathering = None
-        if not batch:
-            return await self.client.execute_command(*args)
-        own: Future[Any] = get_running_loop().create_future()
+        if not batch:  # alone: sent at once, by the caller itself
+            if self._pool is None:
+                return await self.client.execute_command(*args)
+            own: Future[Any] = get_running_loop().create_future()
+            await self._direct([(args, own)])
+            return await own  # done: its reply, or its error raised
+        own = get_running_loop().create_future()
         batch.insert(0, (args, own))  # the leader called first
         self._send(batch)
         return await own
@@ -138,7 +143,12 @@ class AutoPipeline:
     async def _pipeline(self, batch: list[_Entry]) -> None:
         if self._pool is None:
             await self._redis_pipeline(batch)
-            return
+        else:
+            await self._direct(batch)
+
+    async def _direct(self, batch: list[_Entry]) -> None:
+        """Send ``batch`` on a connection of the pool; every call's future gets its
+        reply, its error or the connection's."""
         try:
             connection = await self._acquire()
         except CancelledError:  # the loop is shutting down
@@ -160,7 +170,7 @@ class AutoPipeline:
         if not packed:
             return
         try:
-            await connection.send_packed_command(packed, check_health=False)
+            await _write(connection, packed)
             demoted = await self._read_replies(connection, batch)
         except CancelledError:  # the loop is shutting down
             _cancel(batch)
@@ -226,6 +236,29 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+
+async def _write(connection: Any, packed: bytes) -> None:
+    """Write ``packed`` on ``connection``. When it is connected, the bytes go to its
+    transport at once, and only a full send buffer is waited for (redis-py's
+    ``send_packed_command`` runs every write in a task of its own under
+    ``wait_for``: two loop iterations per call); otherwise redis-py connects and
+    writes, with its own error handling."""
+    writer: Any = getattr(connection, "_writer", None)
+    transport: Any = getattr(writer, "transport", None)
+    if transport is None or transport.is_closing() or getattr(connection, "_reader", None) is None:
+        await connection.send_packed_command(packed, check_health=False)
+        return
+    writer.write(packed)  # a lost connection shows at drain() or at the read
+    if not transport.get_write_buffer_size():
+        return  # all of it is in the socket already
+    try:
+        async with timeout(connection.socket_timeout):
+            await writer.drain()
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        raise ConnectionError(f"Error {exc.errno} while writing to socket. {exc}.") from exc
 
 
 def _cancel(batch: list[_Entry]) -> None:
