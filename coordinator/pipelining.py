@@ -54,13 +54,16 @@ with suppress(ImportError):
     from hiredis import pack_command
 
     _hiredis_pack = pack_command
-with suppress(ImportError, AttributeError):
+with suppress(ImportError, AttributeError, OSError, TypeError):
     from redis._parsers import hiredis as _parsers
     from redis.asyncio import connection as _connections
 
-    _NO_DATA = _parsers.NOT_ENOUGH_DATA
-    _HiredisParser = _parsers._AsyncHiredisParser
-    _BaseConnection = _connections.AbstractConnection
+    # Only a parser whose reader marks an incomplete reply with that object (not with
+    # False, which older hiredis readers return by default).
+    if "notEnoughData" in inspect.getsource(_parsers._AsyncHiredisParser.on_connect):
+        _NO_DATA = _parsers.NOT_ENOUGH_DATA
+        _HiredisParser = _parsers._AsyncHiredisParser
+        _BaseConnection = _connections.AbstractConnection
 
 #: What redis-py's Sentinel connection raises when its primary was demoted (the
 #: coordinator's failure policy recognises the text: coordinator.failures.read_only).
@@ -279,7 +282,7 @@ def _direct_pool(client: Any) -> Any:
     connections this module may write on directly; None for anything else."""
     import redis.asyncio
 
-    if type(client) is not redis.asyncio.Redis or getattr(client, "connection", None):
+    if type(client) is not redis.asyncio.Redis or getattr(client, "single_connection_client", True):
         return None  # a subclass, a fake, a cluster or a single-connection client
     pool = getattr(client, "connection_pool", None)
     if not isinstance(pool, redis.asyncio.ConnectionPool):

@@ -263,6 +263,37 @@ def test_resp2_and_resp3_clients_batch_alike(
     assert max(batches) >= TASKS - 2
 
 
+@pytest.mark.single_node  # a client built by the test for one node
+def test_a_single_connection_client_is_batched_through_its_pipeline(
+    redis_url: str, batches: list[int]
+) -> None:
+    """A caller-supplied ``single_connection_client`` keeps its one connection: its
+    batches go through redis-py's pipeline, not onto connections of its pool."""
+
+    async def main() -> list[int]:
+        client = redis.asyncio.Redis.from_url(
+            redis_url, decode_responses=True, single_connection_client=True
+        )
+        try:
+            async with AsyncCoordinator(
+                redis_url=redis_url, namespace="test", redis_client=client
+            ) as coord:
+                sessions = [await coord.start_session(f"agent-{i}") for i in range(10)]
+                done = await asyncio.gather(
+                    *(
+                        coord.set_current_project(f"agent-{i}", "p", s.session_id)
+                        for i, s in enumerate(sessions)
+                    )
+                )
+                assert AutoPipeline(client)._pool is None
+                return [r.version for r in done]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [1] * 10
+    assert max(batches) >= 9
+
+
 @pytest.mark.single_node  # the session server's unix socket
 def test_batches_over_a_unix_socket(redis_server: Any, redis_url: str, batches: list[int]) -> None:
     assert isinstance(redis_server, EmbeddedRedis)
