@@ -252,7 +252,10 @@ async def _write(connection: Any, packed: bytes) -> None:
     if transport is None or transport.is_closing() or getattr(connection, "_reader", None) is None:
         await connection.send_packed_command(packed, check_health=False)
         return
-    writer.write(packed)  # a lost connection shows at drain() or at the read
+    try:
+        writer.write(packed)  # a lost connection shows at drain() or at the read
+    except Exception as exc:  # e.g. a transport closed in between: as redis-py words it
+        raise ConnectionError(f"Error while writing to socket. {exc}.") from exc
     if not transport.get_write_buffer_size():
         return  # all of it is in the socket already
     try:

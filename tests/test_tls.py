@@ -221,3 +221,38 @@ def test_verification_can_be_switched_off(make_coordinator: Any, pki: Pki, tls_s
     url = f"rediss://:{PASSWORD}@127.0.0.1:{tls_server}/0"
     client = make_coordinator(url, **_tls(pki, tls_ca_certs=None, tls_verify=False))
     assert client.start_session("agent-1").fencing_token == 1
+
+
+def test_concurrent_asyncio_calls_batch_over_tls(
+    pki: Pki, tls_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auto-pipelining writes its batches on the pool's own TLS connections."""
+    import asyncio
+
+    from coordinator import AsyncCoordinator
+    from coordinator.pipelining import AutoPipeline
+
+    sizes: list[int] = []
+    original = AutoPipeline._pipeline
+
+    async def spy(self: AutoPipeline, batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        await original(self, batch)
+
+    monkeypatch.setattr(AutoPipeline, "_pipeline", spy)
+
+    async def main() -> list[int]:
+        url = f"rediss://:{PASSWORD}@127.0.0.1:{tls_server}/0"
+        async with AsyncCoordinator.from_url(url, namespace="tls-batch", **_tls(pki)) as coord:
+            await coord.server_time()  # connected: the calls below share round trips
+            sessions = await asyncio.gather(*(coord.start_session(f"a-{i}") for i in range(30)))
+            done = await asyncio.gather(
+                *(
+                    coord.set_current_project(f"a-{i}", "p", s.session_id, expected_version=0)
+                    for i, s in enumerate(sessions)
+                )
+            )
+            return [r.version for r in done]
+
+    assert asyncio.run(main()) == [1] * 30
+    assert max(sizes) >= 29
