@@ -53,12 +53,13 @@ def emit_json(value: Any) -> None:
 def emit_json_array(items: Iterable[Mapping[str, Any]], chunk: int = 500) -> None:
     """A JSON array written ``chunk`` items at a time (one write each), so a long
     listing never sits in memory and costs no write per item."""
-    dumps = json.dumps
+    # json.dumps(item, ensure_ascii=False, default=str), without a new encoder per item.
+    dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
     parts: list[str] = []
     first = True
     click.echo("[", nl=False)
     for item in items:
-        parts.append(("\n  " if first else ",\n  ") + dumps(item, ensure_ascii=False, default=str))
+        parts.append(("\n  " if first else ",\n  ") + dumps(item))
         first = False
         if len(parts) >= chunk:
             click.echo("".join(parts), nl=False)
