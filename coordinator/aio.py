@@ -276,15 +276,19 @@ class AsyncCoordinator:
 
     async def list_leases(self, agent_id: str | None = None) -> list[Lease]:
         """Every live lease (or the given agent's). See iter_leases for large fleets."""
+        leases: list[Lease] = []
         with fewer_collections():  # 100,000 leases: no cycles, just many objects
-            return [lease async for lease in self.iter_leases(agent_id)]
+            async for page in self._pages(self._core.leases(agent_id)):
+                leases += page
+        return leases
 
     async def iter_leases(
         self, agent_id: str | None = None, *, page_size: int = 500
     ) -> AsyncIterator[Lease]:
         """Live leases, fetched ``page_size`` at a time per shard."""
-        async for lease in self._iterate(self._core.leases(agent_id, page_size)):
-            yield lease
+        async for page in self._pages(self._core.leases(agent_id, page_size)):
+            for lease in page:
+                yield lease
 
     # --- project records ------------------------------------------------------------
 
@@ -593,6 +597,12 @@ class AsyncCoordinator:
             return result
 
     async def _iterate(self, plan: StreamPlan[T]) -> AsyncIterator[T]:
+        async for items in self._pages(plan):
+            for item in items:
+                yield item
+
+    async def _pages(self, plan: StreamPlan[T]) -> AsyncIterator[Sequence[T]]:
+        """A streaming plan's items, as it emits them (a page at a time)."""
         bound = self._bound
         if bound[0] is not get_running_loop():
             bound = await self._bind()
@@ -604,8 +614,7 @@ class AsyncCoordinator:
             except StopIteration:
                 return
             if isinstance(step, Emit):
-                for item in step.items:
-                    yield item
+                yield step.items
                 reply = None
             else:
                 reply = await self._call(client, step)

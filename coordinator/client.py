@@ -277,15 +277,19 @@ class Coordinator:
 
     def list_leases(self, agent_id: str | None = None) -> list[Lease]:
         """Every live lease (or the given agent's). See iter_leases for large fleets."""
+        leases: list[Lease] = []
         with fewer_collections():  # 100,000 leases: no cycles, just many objects
-            return [lease for lease in self.iter_leases(agent_id)]
+            for page in self._pages(self._core.leases(agent_id)):
+                leases += page
+        return leases
 
     def iter_leases(
         self, agent_id: str | None = None, *, page_size: int = 500
     ) -> Iterator[Lease]:
         """Live leases, fetched ``page_size`` at a time per shard."""
-        for lease in self._iterate(self._core.leases(agent_id, page_size)):
-            yield lease
+        for page in self._pages(self._core.leases(agent_id, page_size)):
+            for lease in page:
+                yield lease
 
     # --- project records ------------------------------------------------------------
 
@@ -577,6 +581,12 @@ class Coordinator:
             return result
 
     def _iterate(self, plan: StreamPlan[T]) -> Iterator[T]:
+        for items in self._pages(plan):
+            for item in items:
+                yield item
+
+    def _pages(self, plan: StreamPlan[T]) -> Iterator[Sequence[T]]:
+        """A streaming plan's items, as it emits them (a page at a time)."""
         bound = self._bound
         if bound[0] is not None:
             bound = self._bind()
@@ -588,8 +598,7 @@ class Coordinator:
             except StopIteration:
                 return
             if isinstance(step, Emit):
-                for item in step.items:
-                    yield item
+                yield step.items
                 reply = None
             else:
                 reply = self._call(client, step)
