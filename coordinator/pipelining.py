@@ -32,12 +32,12 @@ applied (it may have, once the batch reached the wire; not when connecting faile
 from __future__ import annotations
 
 import inspect
-from asyncio import CancelledError, Future, Task, get_running_loop, sleep, timeout
+from asyncio import CancelledError, Future, Task, gather, get_running_loop, sleep, timeout
 from contextlib import suppress
 from typing import Any
 
 from redis.asyncio.sentinel import SentinelManagedConnection
-from redis.exceptions import ConnectionError, DataError, ReadOnlyError, ResponseError
+from redis.exceptions import AskError, ConnectionError, DataError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator.connection import AsyncRedisClient
@@ -81,6 +81,7 @@ class AutoPipeline:
 
     __slots__ = (
         "_acquire",
+        "_cluster",
         "_demote",
         "_direct_read",
         "_gathering",
@@ -100,6 +101,8 @@ class AutoPipeline:
         #: The pool whose connections carry the batches (None: a cluster client, or one
         #: not built by redis-py: its pipeline is used instead).
         self._pool: Any = _direct_pool(client)
+        #: A cluster client whose masters' connections carry the batches, one per node.
+        self._cluster: Any = _direct_cluster(client)
         self._acquire: Any = None
         self._pack: Any = None
         self._read: Any = None
@@ -107,8 +110,11 @@ class AutoPipeline:
         self._demote: Any = None
         if self._pool is not None:
             self._acquire = _acquirer(self._pool)
-            self._pack = _packer(self._pool)
+            self._pack = _packer(self._pool.connection_kwargs)
             self._read, self._direct_read, self._demote = _reading(self._pool)
+        elif self._cluster is not None:
+            self._pack = _packer(self._cluster.get_default_node().connection_kwargs)
+            self._read, self._direct_read, self._demote = _reading(self._cluster.get_default_node())
 
     async def execute_command(self, *args: Any) -> Any:
         """Send one command (in a batch when other tasks call in the same turn) and
@@ -144,10 +150,57 @@ class AutoPipeline:
         task.add_done_callback(self._sending.discard)
 
     async def _pipeline(self, batch: list[_Entry]) -> None:
-        if self._pool is None:
-            await self._redis_pipeline(batch)
-        else:
+        if self._pool is not None:
             await self._direct(batch)
+        elif self._cluster is not None:
+            await self._per_node(batch)
+        else:
+            await self._redis_pipeline(batch)
+
+    async def _per_node(self, batch: list[_Entry]) -> None:
+        """A cluster batch: one direct batch per master (by each script's first key);
+        a call the server redirected (MOVED, ASK: it did not run) is sent again through
+        the cluster client, which follows the redirection, as redis-py's cluster
+        pipeline does."""
+        groups: dict[Any, list[_Entry]] = {}
+        other: list[_Entry] = []
+        for entry in batch:
+            node = _node_of(self._cluster, entry[0])
+            if node is None:
+                other.append(entry)
+            else:
+                groups.setdefault(node, []).append(entry)
+        sends = [self._node_batch(node, entries) for node, entries in groups.items()]
+        if other:
+            sends.append(self._redis_pipeline(other))
+        if len(sends) == 1:
+            await sends[0]
+        else:
+            await gather(*sends)
+
+    async def _node_batch(self, node: Any, batch: list[_Entry]) -> None:
+        try:
+            connection = node.acquire_connection()
+        except Exception as exc:  # no connection left: nothing was sent
+            _fail(batch, exc)
+            return
+        redirected: list[_Entry] = []
+        try:
+            await self._exchange(connection, batch, redirected)
+        finally:
+            _release(node, connection)
+        for args, future in redirected:
+            try:
+                reply = await self._cluster.execute_command(*args)
+            except CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(reply)
 
     async def _direct(self, batch: list[_Entry]) -> None:
         """Send ``batch`` on a connection of the pool; every call's future gets its
@@ -165,7 +218,9 @@ class AutoPipeline:
         finally:
             await self._pool.release(connection)
 
-    async def _exchange(self, connection: Any, batch: list[_Entry]) -> None:
+    async def _exchange(
+        self, connection: Any, batch: list[_Entry], redirected: list[_Entry] | None = None
+    ) -> None:
         """Write the batch on ``connection`` and hand each caller its reply. A failure
         fails the calls still waiting and closes the connection (its unread replies
         would answer the next batch)."""
@@ -174,7 +229,7 @@ class AutoPipeline:
             return
         try:
             await _write(connection, packed)
-            demoted = await self._read_replies(connection, batch)
+            demoted = await self._read_replies(connection, batch, redirected)
         except CancelledError:  # the loop is shutting down
             _cancel(batch)
             await connection.disconnect(nowait=True)
@@ -186,14 +241,17 @@ class AutoPipeline:
         if demoted:  # what redis-py's Sentinel connection does: ask the sentinels again
             await connection.disconnect()
 
-    async def _read_replies(self, connection: Any, batch: list[_Entry]) -> bool:
+    async def _read_replies(
+        self, connection: Any, batch: list[_Entry], redirected: list[_Entry] | None
+    ) -> bool:
         """Hand each caller its reply or error reply, in order; raise if the connection
-        fails. True when the server answered as a demoted Sentinel-managed primary."""
+        fails. True when the server answered as a demoted Sentinel-managed primary.
+        Calls a cluster node redirected go to ``redirected`` instead."""
         gets, parser = _buffered_reader(connection, self._direct_read)
         read = self._read.__get__(connection)
         demote = self._demote
         demoted = False
-        for _, future in batch:
+        for args, future in batch:
             if future is None:  # refused by the packer: its caller has its error
                 continue
             # Replies already received are taken straight from the parser's buffer;
@@ -207,6 +265,9 @@ class AutoPipeline:
                 except ResponseError as error:  # this call's own error reply
                     reply = error
             if isinstance(reply, ResponseError):
+                if redirected is not None and isinstance(reply, AskError):  # MOVED too
+                    redirected.append((args, future))
+                    continue
                 if demote is not None and demote(reply):
                     demoted = True
                     reply = ConnectionError(_DEMOTED)
@@ -293,6 +354,39 @@ def _direct_pool(client: Any) -> Any:
     return pool
 
 
+def _direct_cluster(client: Any) -> Any:
+    """``client`` when it is redis-py's own asyncio cluster client, whose nodes'
+    connections this module may write on directly; else None."""
+    import redis.asyncio.cluster
+
+    if type(client) is not redis.asyncio.cluster.RedisCluster:
+        return None
+    node = client.get_default_node()
+    if node is None or not hasattr(node, "acquire_connection"):
+        return None
+    return client
+
+
+def _node_of(cluster: Any, args: tuple[Any, ...]) -> Any:
+    """The master serving a script call (by its first key), or None: not a script
+    with keys, or a slot the client's map does not cover (the cluster pipeline then
+    raises what redis-py raises)."""
+    if len(args) < 4 or args[0] not in ("EVALSHA", "EVAL") or args[2] in (0, "0"):
+        return None
+    try:
+        return cluster.get_node_from_key(args[3])
+    except Exception:
+        return None
+
+
+def _release(node: Any, connection: Any) -> None:
+    release = getattr(node, "release", None)
+    if release is not None:
+        release(connection)
+    else:  # redis-py before release(): what its own commands do
+        node._free.append(connection)
+
+
 def _acquirer(pool: Any) -> Any:
     """``pool.get_connection`` called as the installed redis-py wants it (5.3 and
     later take no arguments, earlier ones the command name)."""
@@ -303,10 +397,9 @@ def _acquirer(pool: Any) -> Any:
     return lambda: pool.get_connection("EVALSHA")
 
 
-def _packer(pool: Any) -> Any:
-    """How a batch becomes bytes: hiredis' packer when the connections encode text as
-    UTF-8 (as it does), else each connection's own."""
-    kwargs = pool.connection_kwargs
+def _packer(kwargs: dict[str, Any]) -> Any:
+    """How a batch becomes bytes: hiredis' packer when the connections (made with
+    ``kwargs``) encode text as UTF-8 (as it does), else each connection's own."""
     utf8 = str(kwargs.get("encoding", "utf-8")).lower().replace("_", "-") in ("utf-8", "utf8")
     if _hiredis_pack is None or not utf8:
         return _pack_generic
@@ -350,9 +443,10 @@ def _buffered_reader(connection: Any, allowed: bool) -> tuple[Any, Any]:
 
 
 def _reading(pool: Any) -> tuple[Any, bool, Any]:
-    """How replies are read on ``pool``'s connections: (read_response as an unbound
-    function, whether replies may be taken from the parser's buffer directly, the test
-    of a reply that means "this primary was demoted" or None).
+    """How replies are read on ``pool``'s connections (a pool or a cluster node):
+    (read_response as an unbound function, whether replies may be taken from the
+    parser's buffer directly, the test of a reply that means "this primary was
+    demoted" or None).
 
     A Sentinel-managed primary's connection turns a ``READONLY`` reply into a
     ConnectionError after closing itself (the primary was demoted): that would lose

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.crc import key_slot
 from redis.exceptions import DataError, ResponseError
 
 from coordinator import (
@@ -21,6 +22,7 @@ from coordinator import (
     EmbeddedRedis,
     Settings,
 )
+from coordinator.keys import KeySpace
 from coordinator.local.cluster import EmbeddedCluster
 from coordinator.pipelining import AutoPipeline
 
@@ -311,6 +313,42 @@ def test_batches_over_a_unix_socket(redis_server: Any, redis_url: str, batches: 
 
     assert run(redis_server.unix_url, work) == [1] * 20
     assert max(batches) >= 19
+
+
+@pytest.mark.cluster(only=True)
+def test_a_cluster_batch_follows_a_slot_moved_to_another_master(
+    redis_url: str, redis_server: Any, batches: list[int]
+) -> None:
+    """A batch goes to each master by its calls' keys; the calls of a slot that moved
+    meanwhile are redirected (MOVED: they did not run) and land once, on the new owner."""
+    keys = KeySpace("test", 16)
+    slot = key_slot(keys.lease("agent-0").encode())
+    moved = [i for i in range(40) if key_slot(keys.lease(f"agent-{i}").encode()) == slot]
+    source = redis_server.node_for_slot(slot)
+    target = next(m for m in redis_server.masters if m is not source)
+
+    async def work(coord: AsyncCoordinator) -> list[int]:
+        sessions = [await coord.start_session(f"agent-{i}") for i in range(40)]
+        redis_server.move_slot(slot, target)  # the client still maps it to the source
+        with source.client() as r:
+            r.config_resetstat()
+        try:
+            done = await asyncio.gather(
+                *(
+                    coord.set_current_project(f"agent-{i}", "p", s.session_id)
+                    for i, s in enumerate(sessions)
+                )
+            )
+            events = await coord.get_agent_events(event_type="project_set", limit=100)
+        finally:
+            redis_server.move_slot(slot, source)  # as it was, for later tests
+        assert sorted(e.agent_id for e in events) == sorted(f"agent-{i}" for i in range(40))
+        return [r.version for r in done]
+
+    assert run(redis_url, work) == [1] * 40
+    assert max(batches) >= 39
+    with source.client(decode_responses=True) as r:  # the batch met the old owner's MOVED
+        assert int(r.info("errorstats")["errorstat_MOVED"]["count"]) >= len(moved)
 
 
 def test_auto_pipelining_can_be_turned_off(
