@@ -9,17 +9,21 @@ turn and write them together; this does the same.
 How a batch forms: the first caller of a loop turn becomes its *leader*; it yields once
 (``sleep(0)``), which runs every task already ready in that turn, and each of those
 that calls in joins the batch instead of sending. A leader that finds itself alone sends
-its call as before, so a lone caller pays one loop iteration and nothing else: there is
-no timer. A batch is sent by a task of its own, so a caller cancelled while it waits
-never strands the others. While a batch is in flight the next turn's calls form the
-next batch, on another connection of the pool.
+its call itself (the same direct way as a batch, below; on a cluster through the
+cluster client), so a lone caller pays one loop iteration and nothing else: there is no
+timer. A batch is sent by a task of its own, so a caller cancelled while it waits never
+strands the others. While a batch is in flight the next turn's calls form the next
+batch, on another connection of the pool.
 
 How a batch is sent: on a single node (or the master a Sentinel names) the batch's
 commands are packed at once (hiredis' packer) and written in one piece on a connection
 of the client's own pool, and the replies are read back off that connection in order,
 without redis-py's pipeline object (its per-command bookkeeping and response callbacks
-cost as much as the rest of a call). A cluster batch goes through redis-py's cluster
-pipeline, which sends one batch per master and follows redirections.
+cost as much as the rest of a call). On a cluster, each master gets the batch of the
+calls whose first key it serves, on its own connections; a call a node redirects
+(``MOVED``, ``ASK``: it did not run there) is sent again through the cluster client,
+which follows the redirection (as redis-py's cluster pipeline does). Other clients
+(a subclass, a single-connection client) batch through their own pipeline.
 
 What each caller gets back is exactly what a lone call would have produced: its own
 reply, or its own error reply raised (``NOSCRIPT``, a script's refusal, an ACL denial),
