@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from json import JSONDecoder, loads
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
@@ -51,12 +52,15 @@ _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_member = itemgetter(0)  # of a (member, score) pair of ZSCAN
 _scan = JSONDecoder().scan_once  # type: ignore[attr-defined]
 #: Below this many ms since the epoch (the year 2096) ``fromtimestamp(ms / 1000)`` is
 #: exact to the millisecond, so a datetime plus a whole number of ms is the same value.
 _EXACT_BELOW: Final = 4_000_000_000_000
 #: Deadline minus last heartbeat (ms; the lease's TTL as a rule) -> that timedelta.
 _gaps: dict[int, timedelta] = {}
+#: A lease's TTL field (ms) -> its TTL in seconds.
+_ttls: dict[str, float] = {}
 
 
 def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Lease]:
@@ -64,7 +68,7 @@ def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Leas
     fields joined by newlines; None where the lease lapsed since the index was read)."""
     leases: list[Lease] = []
     append = leases.append
-    gaps = _gaps
+    gaps, seconds = _gaps, _ttls
     for agent, packed in zip(agents, reply, strict=True):
         if not packed:
             continue
@@ -93,7 +97,7 @@ def leases_from(agents: Sequence[str], reply: Sequence[str | None]) -> list[Leas
                 "started_at": started,
                 "last_heartbeat": beat,
                 "expires_at": expires,
-                "ttl": int(ttl) / 1000,
+                "ttl": seconds[ttl] if ttl in seconds else _seconds(ttl),
                 "metadata": _metadata(meta) if meta else None,
             },
         )
@@ -112,6 +116,13 @@ def trusted_lease(
     fields = (sid, start, heartbeat, deadline, ttl, meta or "")
     (lease,) = leases_from([agent], ["\n".join(fields)])
     return lease
+
+
+def _seconds(ttl: str) -> float:
+    value = int(ttl) / 1000
+    if len(_ttls) < 4096:  # bounded: a fleet has a handful of TTLs
+        _ttls[ttl] = value
+    return value
 
 
 def _remember_gap(ms: int) -> None:
@@ -168,7 +179,9 @@ def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:
                 reply = yield scan
             cursor, members = reply
             known = seen[shard]
-            agents = [m for m, _ in members if m not in known]
+            agents = list(map(_member, members))
+            if not known.isdisjoint(agents):
+                agents = [m for m in agents if m not in known]
             if agents:
                 known.update(agents)
                 pages.append((shard, agents))

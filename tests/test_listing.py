@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from coordinator.listing import SHARDS_IN_FLIGHT, leases_from, trusted_lease
+from coordinator.keys import KeySpace
+from coordinator.listing import SHARDS_IN_FLIGHT, leases_from, leases_plan, trusted_lease
 from coordinator.models import Lease
 from coordinator.scripts import digest, sources
 from coordinator.timestamps import ms_to_datetime
@@ -200,3 +201,23 @@ def test_records_read_together_are_the_records_read_one_by_one(
     assert client.get_current_projects([]) == []
     raw.script_flush()
     assert client.get_current_projects(asked) == expected
+
+
+def test_a_member_zscan_repeats_is_read_once() -> None:
+    keys = KeySpace("t", 1)
+    plan = leases_plan(keys, 2)
+    (scan,) = plan.send(None).commands  # type: ignore[union-attr]
+    assert (scan.method, scan.args) == ("zscan", (keys.index(0), 0))
+    first = [("agent-a", 1.0), ("agent-b", 2.0)]
+    read, scan = plan.send([(7, first)]).commands  # type: ignore[union-attr]
+    assert read.args[1:] == (2, keys.lease_in(0, "agent-a"), keys.lease_in(0, "agent-b"))
+    assert scan.args == (keys.index(0), 7)
+    a, b = (
+        packed((f"{n}-00@agent-{x}", "5", "5", "9", "4", None)) for n, x in ((1, "a"), (2, "b"))
+    )
+    emitted = plan.send([[a, b], (0, [("agent-b", 2.0), ("agent-c", 3.0)])])
+    assert [lease.agent_id for lease in emitted.items] == ["agent-a", "agent-b"]  # type: ignore[union-attr]
+    (read,) = plan.send(None).commands  # type: ignore[union-attr]
+    assert read.args[1:] == (1, keys.lease_in(0, "agent-c"))
+    with pytest.raises(StopIteration):  # agent-c lapsed meanwhile: nothing more
+        plan.send([[None]])
