@@ -83,12 +83,11 @@ def emit_table(
             widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
     lines = [headers, *rows] if header else rows
     if lines:  # one write for the whole page
-        click.echo(
-            "\n".join(
-                "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                for line in lines
-            )
-        )
+        # Each cell left-justified to its column's width, two spaces apart (str.ljust).
+        line = "  ".join(f"{{:<{w}}}" for w in widths).format
+        if any(len(cells) != len(widths) for cells in lines):
+            raise ValueError("every row needs one cell per column")
+        click.echo("\n".join(line(*cells).rstrip() for cells in lines))
     return list(widths)
 
 
