@@ -285,15 +285,16 @@ def read_only(exc: BaseException) -> bool:
 def not_applied(exc: BaseException) -> bool:
     """True when the failed command certainly did not run, so even a write may be resent.
 
-    A refused connection, a loading or read-only replica (also as reported by the
-    Sentinel client after a failover), a primary without enough replicas, a
-    sentinel that knows no primary and a cluster that is down all reject the
-    command before executing it; a timeout or a dropped connection after sending
-    does not tell.
+    A refused connection, a full connection pool (no connection to send on), a
+    loading or read-only replica (also as reported by the Sentinel client after a
+    failover), a primary without enough replicas, a sentinel that knows no primary
+    and a cluster that is down all reject the command before executing it; a timeout
+    or a dropped connection after sending does not tell.
     """
     if isinstance(
         exc,
-        rx.BusyLoadingError
+        rx.MaxConnectionsError
+        | rx.BusyLoadingError
         | rx.NoScriptError
         | rx.ReadOnlyError
         | rx.TryAgainError

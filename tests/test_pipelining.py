@@ -213,6 +213,27 @@ def test_a_connection_lost_mid_batch_fails_only_the_calls_still_waiting(
     assert [r is not None for r in records] == [True] * 4 + [False, False, True, False]
 
 
+@pytest.mark.single_node  # the pool of a single-node client
+def test_a_full_connection_pool_is_retried_not_reported_as_maybe_applied(
+    redis_url: str,
+) -> None:
+    """With ``max_connections`` reached, a batch gets no connection: nothing was sent,
+    so its writes are retried (with backoff) instead of failing as maybe applied."""
+
+    async def work(coord: AsyncCoordinator) -> list[Any]:
+        sessions = [await coord.start_session(f"agent-{i}") for i in range(TASKS)]
+
+        async def write(i: int) -> Any:
+            for _ in range(i % 3):  # spread the calls over a few loop turns: several batches
+                await asyncio.sleep(0)
+            return await coord.set_current_project(f"agent-{i}", "p", sessions[i].session_id)
+
+        return await asyncio.gather(*(write(i) for i in range(TASKS)), return_exceptions=True)
+
+    results = run(redis_url, work, max_connections=1, retry_attempts=50, retry_backoff=0.001)
+    assert [getattr(r, "version", r) for r in results] == [1] * TASKS
+
+
 @pytest.mark.single_node  # a plain client on one node
 def test_a_command_the_packer_refuses_fails_only_its_caller(redis_url: str) -> None:
     async def work() -> list[Any]:
