@@ -9,7 +9,7 @@ and in the client's decoding, so both are kept lean:
   by deadline can skip one); up to :data:`SHARDS_IN_FLIGHT` shards are walked at once,
   and every round trip is one pipeline holding each walking shard's next ``ZSCAN``
   and one ``read_leases`` per page read by the previous round trip, so the server
-  reads a page while the client decodes the one before;
+  reads a page while the client parses the replies of the ones before;
 * ``read_leases`` returns each lease as one string (its fields joined by newlines),
   so the client parses one reply element per lease instead of six;
 * a :class:`~coordinator.models.Lease` is built without running pydantic's
