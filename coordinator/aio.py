@@ -26,7 +26,20 @@ from redis.exceptions import (
     RedisError,
 )
 
-from coordinator.calls import Call, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
+from coordinator.ahead import ahead
+from coordinator.calls import (
+    Ahead,
+    Call,
+    Collect,
+    Command,
+    Emit,
+    Offload,
+    Op,
+    Plan,
+    Script,
+    Sleep,
+    StreamPlan,
+)
 from coordinator.connection import (
     AsyncRedisClient,
     attempt_was_tls,
@@ -675,6 +688,15 @@ class AsyncCoordinator:
             return None
         if type(call) is Offload:
             return await to_thread(call.run)
+        if type(call) is Ahead:
+            handle = ahead(self._call(client, call.call))
+            # Let it write its request before the plan goes on working: redis-py's
+            # pipeline writes in a task of its own, two loop iterations in (8.x).
+            for _ in range(3):
+                await sleep(0)
+            return handle
+        if type(call) is Collect:
+            return await call.handle
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)

@@ -75,7 +75,25 @@ class Offload:
     retry: bool = False
 
 
-Call: TypeAlias = Script | Command | Batch | Sleep | Offload
+@dataclass(slots=True)
+class Ahead:
+    """Start ``call`` and go on at once: the reply is a handle for :class:`Collect`.
+    The plan works (decodes the last replies) while Redis answers this one; the asyncio
+    shell runs it as a task, the synchronous one in a thread. Only read-only calls."""
+
+    call: Script | Command | Batch
+    retry: bool = True
+
+
+@dataclass(slots=True)
+class Collect:
+    """The reply of a call started by :class:`Ahead` (its error, raised)."""
+
+    handle: Any
+    retry: bool = True
+
+
+Call: TypeAlias = Script | Command | Batch | Sleep | Offload | Ahead | Collect
 
 
 @dataclass(slots=True)

@@ -28,7 +28,20 @@ from redis.exceptions import (
     RedisError,
 )
 
-from coordinator.calls import Call, Command, Emit, Offload, Op, Plan, Script, Sleep, StreamPlan
+from coordinator.ahead import ahead_in_thread
+from coordinator.calls import (
+    Ahead,
+    Call,
+    Collect,
+    Command,
+    Emit,
+    Offload,
+    Op,
+    Plan,
+    Script,
+    Sleep,
+    StreamPlan,
+)
 from coordinator.connection import (
     RedisClient,
     attempt_was_tls,
@@ -659,6 +672,10 @@ class Coordinator:
             return None
         if type(call) is Offload:
             return call.run()
+        if type(call) is Ahead:
+            return ahead_in_thread(self._call, client, call.call)
+        if type(call) is Collect:
+            return call.handle.result()
         pipe = client.pipeline(transaction=False)
         for command in call.commands:  # type: ignore[union-attr]
             getattr(pipe, command.method)(*command.args, **command.kwargs)

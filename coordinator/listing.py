@@ -29,7 +29,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from coordinator.calls import Batch, Command, Emit, Plan, Script, StreamPlan
+from coordinator.calls import Ahead, Batch, Collect, Command, Emit, Plan, Script, StreamPlan
 from coordinator.keys import KeySpace
 from coordinator.models import Lease
 from coordinator.scripts import digest
@@ -142,53 +142,81 @@ def _metadata(raw: str) -> dict[str, Any]:
     return value if type(value) is dict else {"value": value}
 
 
+#: A round trip of the listing: the pages it reads, their reads, the scans, their shards.
+_Flight = tuple[list[tuple[int, list[str]]], list[Command], list[Command], list[int]]
+
+
 def leases_plan(keys: KeySpace, page_size: int) -> StreamPlan[Lease]:
     """Every live lease of every shard, ``page_size`` index members per shard and
-    round trip (never all in memory: at most :data:`SHARDS_IN_FLIGHT` pages)."""
+    round trip (never all in memory: at most :data:`SHARDS_IN_FLIGHT` pages).
+
+    Each round trip is one pipeline: every walking shard's next ``ZSCAN`` and a
+    ``read_leases`` of each page the last one found. It is started ahead
+    (:class:`Ahead`) before the last replies are decoded, so Redis reads the next
+    pages while the client builds the leases of these."""
     shards: Iterator[int] = iter(range(keys.shards))
     cursors: dict[int, int | str] = {}  # walking shard -> its ZSCAN cursor
     seen: dict[int, set[str]] = {}  # ZSCAN may repeat members while the set rehashes
-    pages: list[tuple[int, list[str]]] = []  # read by the last round trip, not decoded
     sha = digest("read_leases")
-    while True:
-        for shard in shards:
+    handle: Any = None  # the round trip in flight, and what it asked for:
+    flight: _Flight | None = None
+
+    def fill() -> None:  # walk more shards while there is room and any are left
+        while len(cursors) < SHARDS_IN_FLIGHT:
+            shard = next(shards, None)
+            if shard is None:
+                return
             cursors[shard], seen[shard] = 0, set()
-            if len(cursors) == SHARDS_IN_FLIGHT:
-                break
-        if not cursors and not pages:
+
+    fill()
+    while True:
+        replies: Any = None
+        if flight is not None:
+            replies = yield Collect(handle)
+        done, flight = flight, None
+        pages: list[tuple[int, list[str]]] = []  # what the next round trip reads
+        if done is not None:
+            # The scans first (cheap): they say what the next round trip reads.
+            _, reads, scans, scanned = done
+            for shard, scan, reply in zip(scanned, scans, replies[len(reads) :], strict=True):
+                if isinstance(reply, Exception):
+                    reply = yield scan
+                cursor, members = reply
+                known = seen[shard]
+                agents = list(map(_member, members))
+                if not known.isdisjoint(agents):
+                    agents = [m for m in agents if m not in known]
+                if agents:
+                    known.update(agents)
+                    pages.append((shard, agents))
+                if int(cursor) == 0:
+                    del cursors[shard], seen[shard]
+                else:
+                    cursors[shard] = cursor
+            fill()  # finished shards make room for more
+        if pages or cursors:
+            reads = [_read(keys, shard, agents, sha) for shard, agents in pages]
+            walking = list(cursors.items())
+            scans = [
+                Command("zscan", (keys.index(shard), cursor), {"count": page_size})
+                for shard, cursor in walking
+            ]
+            handle = yield Ahead(Batch((*reads, *scans), errors_in_place=True))
+            flight = (pages, reads, scans, [shard for shard, _ in walking])
+        if done is not None:
+            read_pages, reads, _, _ = done
+            for (_, agents), read, reply in zip(
+                read_pages, reads, replies[: len(reads)], strict=True
+            ):
+                if isinstance(reply, Exception):
+                    # NOSCRIPT, or a failure: once more on its own, with the shell's
+                    # script loading, retries and error mapping.
+                    reply = yield Script("read_leases", read.args[2:], (), retry=True)
+                live = leases_from(agents, reply)
+                if live:
+                    yield Emit(live)
+        if flight is None:
             return
-        reads = [_read(keys, shard, agents, sha) for shard, agents in pages]
-        scans = [
-            Command("zscan", (keys.index(shard), cursor), {"count": page_size})
-            for shard, cursor in cursors.items()
-        ]
-        replies = yield Batch((*reads, *scans), errors_in_place=True)
-        for (_, agents), read, reply in zip(pages, reads, replies[: len(reads)], strict=True):
-            if isinstance(reply, Exception):
-                # NOSCRIPT, or a failure: once more on its own, with the shell's
-                # script loading, retries and error mapping.
-                reply = yield Script("read_leases", read.args[2:], (), retry=True)
-            live = leases_from(agents, reply)
-            if live:
-                yield Emit(live)
-        pages = []
-        for (shard, _), scan, reply in zip(
-            list(cursors.items()), scans, replies[len(reads) :], strict=True
-        ):
-            if isinstance(reply, Exception):
-                reply = yield scan
-            cursor, members = reply
-            known = seen[shard]
-            agents = list(map(_member, members))
-            if not known.isdisjoint(agents):
-                agents = [m for m in agents if m not in known]
-            if agents:
-                known.update(agents)
-                pages.append((shard, agents))
-            if int(cursor) == 0:
-                del cursors[shard], seen[shard]
-            else:
-                cursors[shard] = cursor
 
 
 def records_plan(

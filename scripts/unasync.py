@@ -43,6 +43,18 @@ REPLACEMENTS = [
     ),
     ("get_running_loop()", "None"),
     ("await to_thread(call.run)", "call.run()"),
+    # A call started ahead of the plan's work: a thread instead of a task.
+    ("from coordinator.ahead import ahead\n", "from coordinator.ahead import ahead_in_thread\n"),
+    (
+        "            handle = ahead(self._call(client, call.call))\n"
+        "            # Let it write its request before the plan goes on working: redis-py's\n"
+        "            # pipeline writes in a task of its own, two loop iterations in (8.x).\n"
+        "            for _ in range(3):\n"
+        "                await sleep(0)\n"
+        "            return handle\n",
+        "            return ahead_in_thread(self._call, client, call.call)\n",
+    ),
+    ("return await call.handle", "return call.handle.result()"),
     # Auto-pipelining gathers the calls of concurrent tasks in one event-loop turn:
     # threads have no loop turn, so the sync client sends each call itself.
     (

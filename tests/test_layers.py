@@ -37,7 +37,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "coordinator.settings", "coordinator.connection", "coordinator.paths",
             "coordinator.processes", "coordinator.pipelining", "coordinator.aio",
             "coordinator.client", "coordinator.sinks", "coordinator.keepalive",
-            "coordinator.loops",
+            "coordinator.loops", "coordinator.ahead",
         ),
     ),
     ("daemon", ("coordinator.worker",)),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from coordinator.calls import Ahead, Collect
 from coordinator.keys import KeySpace
 from coordinator.listing import SHARDS_IN_FLIGHT, leases_from, leases_plan, trusted_lease
 from coordinator.models import Lease
@@ -158,6 +159,19 @@ def test_more_shards_than_are_walked_at_once(make_client: Any) -> None:
     assert by_agent(list(client.iter_leases(page_size=2))) == expected
 
 
+def test_a_listing_abandoned_half_way_leaves_the_client_working(make_client: Any) -> None:
+    # iter_leases starts each round trip before the caller takes the page before it:
+    # a caller that stops early leaves one in flight, which must harm nothing.
+    client = make_client(namespace="abandon", shards=4)
+    for i in range(40):
+        client.start_session(f"agent-{i}")
+    for _ in range(3):
+        first = next(iter(client.iter_leases(page_size=2)))
+        assert first.agent_id.startswith("agent-")
+    assert len(client.list_leases()) == 40
+    client.close()
+
+
 def test_a_flushed_script_cache_is_reloaded_mid_listing(client: Any, raw: redis.Redis) -> None:
     agents = [f"agent-{i}" for i in range(50)]
     for agent in agents:
@@ -206,18 +220,56 @@ def test_records_read_together_are_the_records_read_one_by_one(
 def test_a_member_zscan_repeats_is_read_once() -> None:
     keys = KeySpace("t", 1)
     plan = leases_plan(keys, 2)
-    (scan,) = plan.send(None).commands  # type: ignore[union-attr]
+
+    def ahead(step: Any) -> Any:  # the plan starts a round trip, then collects it
+        assert isinstance(step, Ahead)
+        collect = plan.send("handle")
+        assert isinstance(collect, Collect)
+        assert collect.handle == "handle"
+        return step.call
+
+    (scan,) = ahead(plan.send(None)).commands
     assert (scan.method, scan.args) == ("zscan", (keys.index(0), 0))
     first = [("agent-a", 1.0), ("agent-b", 2.0)]
-    read, scan = plan.send([(7, first)]).commands  # type: ignore[union-attr]
+    read, scan = ahead(plan.send([(7, first)])).commands
     assert read.args[1:] == (2, keys.lease_in(0, "agent-a"), keys.lease_in(0, "agent-b"))
     assert scan.args == (keys.index(0), 7)
     a, b = (
         packed((f"{n}-00@agent-{x}", "5", "5", "9", "4", None)) for n, x in ((1, "a"), (2, "b"))
     )
-    emitted = plan.send([[a, b], (0, [("agent-b", 2.0), ("agent-c", 3.0)])])
-    assert [lease.agent_id for lease in emitted.items] == ["agent-a", "agent-b"]  # type: ignore[union-attr]
-    (read,) = plan.send(None).commands  # type: ignore[union-attr]
+    # The next round trip (agent-c's read) starts before agent-a and b are decoded.
+    step = plan.send([[a, b], (0, [("agent-b", 2.0), ("agent-c", 3.0)])])
+    assert isinstance(step, Ahead)
+    (read,) = step.call.commands  # type: ignore[union-attr]
     assert read.args[1:] == (1, keys.lease_in(0, "agent-c"))
+    emitted = plan.send("handle")
+    assert [lease.agent_id for lease in emitted.items] == ["agent-a", "agent-b"]  # type: ignore[union-attr]
+    assert isinstance(plan.send(None), Collect)
     with pytest.raises(StopIteration):  # agent-c lapsed meanwhile: nothing more
         plan.send([[None]])
+
+
+def test_no_more_than_shards_in_flight_are_walked_at_once() -> None:
+    # Every shard's index goes on for three pages of nothing: at no round trip are
+    # more than SHARDS_IN_FLIGHT shards scanned, and every shard is walked to its end.
+    shards = 2 * SHARDS_IN_FLIGHT + 5
+    keys = KeySpace("t", shards)
+    plan = leases_plan(keys, 10)
+    left = dict.fromkeys(range(shards), 3)
+    by_key = {keys.index(s): s for s in range(shards)}
+    step = plan.send(None)
+    while True:
+        assert isinstance(step, Ahead)
+        scans = step.call.commands  # type: ignore[union-attr]
+        assert 0 < len(scans) <= SHARDS_IN_FLIGHT
+        replies = []
+        for scan in scans:
+            shard = by_key[scan.args[0]]
+            left[shard] -= 1
+            replies.append((left[shard] or 0, []))
+        assert isinstance(plan.send("handle"), Collect)
+        try:
+            step = plan.send(replies)
+        except StopIteration:
+            break
+    assert set(left.values()) == {0}

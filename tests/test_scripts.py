@@ -71,10 +71,12 @@ def _calls_of_every_operation(core: CoordinatorCore) -> list[Script | Command]:
     assert len(plan.send(earliest).commands) == 1  # type: ignore[union-attr]
     calls.append(plan.send([zero]))
     listing = core.leases(None)
-    assert len(listing.send(None).commands) == core.keys.shards  # type: ignore[union-attr]
+    first = listing.send(None)  # each round trip is started ahead, then collected
+    assert len(first.call.commands) == core.keys.shards  # type: ignore[union-attr]
+    listing.send("round trip")
     # Shard 0's index holds three agents, the others none: one page of shard 0 is read.
     scans = [(0, [(a, 1.0) for a in zero])] + [(0, [])] * (core.keys.shards - 1)
-    (read,) = listing.send(scans).commands  # type: ignore[union-attr]
+    (read,) = listing.send(scans).call.commands  # type: ignore[union-attr]
     calls.append(read)
     (records,) = core.projects(zero).send(None).commands  # type: ignore[union-attr]
     calls.append(records)
