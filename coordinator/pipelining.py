@@ -277,12 +277,7 @@ class AutoPipeline:
                     reply = ConnectionError(_DEMOTED)
             elif isinstance(reply, ConnectionError):  # what redis-py raises, not returns
                 raise reply
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            _settle(future, reply)
         return demoted
 
     async def _redis_pipeline(self, batch: list[_Entry]) -> None:
@@ -298,12 +293,7 @@ class AutoPipeline:
             _fail(batch, exc)
             return
         for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            _settle(future, reply)
 
 
 async def _write(connection: Any, packed: bytes) -> None:
@@ -330,6 +320,16 @@ async def _write(connection: Any, packed: bytes) -> None:
         raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as exc:
         raise ConnectionError(f"Error {exc.errno} while writing to socket. {exc}.") from exc
+
+
+def _settle(future: Future[Any], reply: Any) -> None:
+    """Hand a caller its reply (an error reply raised), unless it was cancelled."""
+    if future.done():
+        return
+    if isinstance(reply, Exception):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
 
 
 def _cancel(batch: list[_Entry]) -> None:

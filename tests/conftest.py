@@ -249,3 +249,20 @@ def ops(acl_server: AclRedis) -> Iterator[redis.Redis]:
     client.acl_log_reset()
     yield client
     client.close()
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch an asyncio client's auto-pipeline sends (lone calls
+    send none)."""
+    from coordinator.pipelining import AutoPipeline
+
+    sizes: list[int] = []
+    original = AutoPipeline._pipeline
+
+    async def spy(self: AutoPipeline, batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        await original(self, batch)
+
+    monkeypatch.setattr(AutoPipeline, "_pipeline", spy)
+    return sizes

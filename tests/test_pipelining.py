@@ -31,20 +31,6 @@ pytestmark = pytest.mark.cluster
 TASKS = 50
 
 
-@pytest.fixture
-def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of every batch the auto-pipeline sends (lone calls send none)."""
-    sizes: list[int] = []
-    original = AutoPipeline._pipeline
-
-    async def spy(self: AutoPipeline, batch: list[Any]) -> None:
-        sizes.append(len(batch))
-        await original(self, batch)
-
-    monkeypatch.setattr(AutoPipeline, "_pipeline", spy)
-    return sizes
-
-
 def run(url: str, work: Callable[[AsyncCoordinator], Coroutine[Any, Any, Any]], **kw: Any) -> Any:
     async def main() -> Any:
         async with AsyncCoordinator.from_url(url, namespace="test", **kw) as coord:
