@@ -470,7 +470,9 @@ def _reading(pool: Any) -> tuple[Any, bool, Any]:
     direct = (
         _BaseConnection is not None
         and read is _BaseConnection.read_response
-        and kind._read_response_from_parser is _BaseConnection._read_response_from_parser
+        # getattr: a redis-py without this private method reads the plain way
+        and getattr(kind, "_read_response_from_parser", None)
+        is getattr(_BaseConnection, "_read_response_from_parser", False)
     )
     return read, direct, demote
 
