@@ -7,6 +7,7 @@ later, and a reply nobody collects (a listing abandoned half way) is dropped qui
 
 from __future__ import annotations
 
+import os
 from asyncio import Future, ensure_future
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future as ThreadFuture
@@ -16,6 +17,16 @@ from typing import Any
 
 _pool: ThreadPoolExecutor | None = None
 _lock = Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child has none of the parent's threads, but the pool's bookkeeping says
+    # one idle thread waits: it would queue work that never runs. Start afresh.
+    global _pool, _lock
+    _pool, _lock = None, Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _quiet(future: Any) -> None:

@@ -172,6 +172,39 @@ def test_a_listing_abandoned_half_way_leaves_the_client_working(make_client: Any
     client.close()
 
 
+@pytest.mark.single_node  # a client of the test's own, one node
+# Python 3.12 warns that forking a process with threads may deadlock: what this tests.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_lists_leases_too(redis_url: str) -> None:
+    # The synchronous client starts each listing round trip in a thread of a shared
+    # pool; a child forked after a listing (a pre-forking server, say) must not wait
+    # on the parent's threads, which it does not have.
+    import multiprocessing
+
+    from coordinator import Coordinator
+
+    client = Coordinator.from_url(redis_url, namespace="fork")
+    for i in range(20):
+        client.start_session(f"agent-{i}")
+    assert len(client.list_leases()) == 20
+
+    def child() -> None:
+        forked = Coordinator.from_url(redis_url, namespace="fork")
+        assert len(forked.list_leases()) == 20
+        forked.close()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    alive = process.is_alive()
+    if alive:
+        process.kill()
+        process.join()
+    client.close()
+    assert not alive, "the forked child's listing hung"
+    assert process.exitcode == 0
+
+
 def test_a_flushed_script_cache_is_reloaded_mid_listing(client: Any, raw: redis.Redis) -> None:
     agents = [f"agent-{i}" for i in range(50)]
     for agent in agents:
