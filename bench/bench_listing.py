@@ -42,8 +42,10 @@ from coordinator.local.embedded import system_binary
 NAMESPACE = "bench"
 
 
-async def grow(url: str, start: int, stop: int) -> None:
-    async with AsyncCoordinator.from_url(url, namespace=NAMESPACE) as client:
+async def grow(url: str, start: int, stop: int, namespace: str = NAMESPACE) -> None:
+    """Start sessions ``agent-start`` .. ``agent-(stop-1)`` (an hour each, half with
+    metadata) in ``namespace``; also used by callgrind_listing.py."""
+    async with AsyncCoordinator.from_url(url, namespace=namespace) as client:
         gate = asyncio.Semaphore(200)
 
         async def one(i: int) -> None:

@@ -25,7 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coordinator import AsyncCoordinator, EmbeddedRedis
+from bench_listing import grow  # this folder is first on sys.path (python bench/...)
+
+from coordinator import EmbeddedRedis
 from coordinator.local.embedded import system_binary
 
 SIZES = {"small": 2_000, "large": 12_000}
@@ -44,18 +46,6 @@ CHILDREN = {
         " *sys.argv[4:]], standalone_mode=False)\n"
     ),
 }
-
-
-async def fill(url: str, namespace: str, n: int) -> None:
-    async with AsyncCoordinator.from_url(url, namespace=namespace) as client:
-        gate = asyncio.Semaphore(200)
-
-        async def one(i: int) -> None:
-            async with gate:
-                meta = {"host": f"host-{i % 50}", "pid": i} if i % 2 else None
-                await client.start_session(f"agent-{i}", meta, ttl=3600)
-
-        await asyncio.gather(*(one(i) for i in range(n)))
 
 
 def per_lease(url: str, path: str, folder: Path, child: str, *extra: str) -> int:
@@ -86,7 +76,7 @@ def main() -> None:
                                binary=system_binary())  # fmt: skip
         with server:
             for namespace, n in SIZES.items():
-                asyncio.run(fill(server.url, namespace, n))
+                asyncio.run(grow(server.url, 0, n, namespace))
             checkouts = ([("before", args.before)] if args.before else []) + [("this", here)]
             runs = [("list_leases",)]
             if args.cli:
