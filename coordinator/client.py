@@ -203,8 +203,7 @@ class Coordinator:
         session = self._ending(
             agent_id, partial(self._core.start_session, agent_id, metadata, ttl, exclusive)
         )
-        for stale in self._core.reservations.dead_here(session.agent_id, session.session_id):
-            self._release_ended(stale, "session superseded")
+        self._release_ended(session.agent_id, session.session_id, "session superseded")
         return session
 
     def heartbeat_session(self, session_id: str, *, ttl: float | None = None) -> Session:
@@ -225,8 +224,8 @@ class Coordinator:
         reaper releases any others).
         """
         ended = self._ending(agent_id, partial(self._core.end_session, agent_id, session_id))
-        if ended and self._core.reservations.granted_here(session_id):
-            self._release_ended(session_id, "session ended")
+        if ended:
+            self._release_ended(agent_id, None, "session ended")
         return ended
 
     def keep_alive(
@@ -256,32 +255,26 @@ class Coordinator:
         """
         revoked = self._ending(agent_id, partial(self._core.revoke_session, agent_id, reason))
         if revoked:
-            for dead in self._core.reservations.dead_here(agent_id):
-                self._release_ended(dead, "session revoked")
+            self._release_ended(agent_id, None, "session revoked")
         return revoked
 
     def _ending(self, agent_id: str, build: Callable[[tuple[str, ...]], Op[T]]) -> T:
         """Run an operation that ends the agent's session, given the scopes of its
         shard it holds reservations in: those this client granted, then any the script
         names (another client granted them), so the script releases them all."""
-        reservations = self._core.reservations
-        scopes = reservations.listed_here(agent_id)
+        scopes = self._core.reservations.listed_here(agent_id)
         for _ in range(MAX_SCOPE_ROUNDS):
             try:
-                result = self._run(build(scopes))
+                return self._run(build(scopes))
             except ReservationScopesNeeded as need:
                 scopes = (*scopes, *need.scopes)
-                continue
-            if scopes:
-                reservations.ended_here(agent_id, scopes)
-            return result
         return self._run(build(scopes))
 
-    def _release_ended(self, session_id: str, message: str) -> None:
-        """Release the reservations this client granted to a session that can no longer
-        act (best effort: the worker's reaper covers a failure)."""
+    def _release_ended(self, agent_id: str, live: str | None, message: str) -> None:
+        """Release what this client granted the agent's sessions but ``live`` that the
+        ending script could not (best effort: the worker's reaper covers a failure)."""
         with suppress(CoordinatorError):
-            self._drive(self._core.reservations.release_ended(session_id, message))
+            self._drive(self._core.reservations.release_ended(agent_id, live, message))
 
     def cleanup_expired_sessions(self) -> int:
         """Audit every lapsed lease as ``session_expired``; returns how many this call

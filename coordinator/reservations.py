@@ -119,77 +119,60 @@ class ReservationCore:
         self.keys = keys
         self.lease_ttl_ms = lease_ttl_ms
         self.request_ttl_ms = request_ttl_ms
-        #: Scope and session of reservations this client granted: release needs no
-        #: lookup for them (a hint only: the script checks the id in that scope).
-        self._scopes: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        #: Scopes of the agent's own shard this client granted it reservations in: the
-        #: script that ends its session is given them and releases those reservations.
-        self._listed: OrderedDict[str, set[str]] = OrderedDict()
+        #: What this client granted, by agent: reservation id -> (scope, session, whether
+        #: the scope is in the agent's shard). Release and renew need no lookup for
+        #: them, and the end of a session knows what to release (hints only: every
+        #: script checks the id in its scope).
+        self._granted: OrderedDict[str, dict[str, tuple[str, str, bool]]] = OrderedDict()
 
     def _remember(self, rid: str, scope: str, session_id: str, in_slot: bool) -> None:
-        self._scopes[rid] = (scope, session_id)
-        if len(self._scopes) > 65536:
-            self._scopes.popitem(last=False)
-        if in_slot:
-            agent = session_id.partition("@")[2]
-            self._listed.setdefault(agent, set()).add(scope)
-            self._listed.move_to_end(agent)
-            if len(self._listed) > 8192:
-                self._listed.popitem(last=False)
+        agent = session_id.partition("@")[2]
+        entries = self._granted.setdefault(agent, {})
+        self._granted.move_to_end(agent)
+        entries[rid] = (scope, session_id, in_slot)
+        if len(entries) > 4096:  # bounded: the oldest hint goes
+            del entries[next(iter(entries))]
+        if len(self._granted) > 8192:
+            self._granted.popitem(last=False)
+
+    def _cached(self, agent: str, rid: str, forget: bool = False) -> str | None:
+        """The scope of reservation ``rid`` if this client granted it to ``agent``."""
+        entries = self._granted.get(agent)
+        if not entries:
+            return None
+        found = entries.pop(rid, None) if forget else entries.get(rid)
+        return None if found is None else found[0]
 
     def listed_here(self, agent_id: object) -> tuple[str, ...]:
         """Scopes of the agent's shard this client granted it reservations in (a hint
         for the script that ends its session, which names any others it needs)."""
-        found = self._listed.get(agent_id) if isinstance(agent_id, str) else None
-        return tuple(sorted(found)) if found else ()
+        entries = self._granted.get(agent_id) if isinstance(agent_id, str) else None
+        if not entries:
+            return ()
+        return tuple(sorted({scope for scope, _, in_slot in entries.values() if in_slot}))
 
-    def ended_here(self, agent_id: str, scopes: Sequence[str]) -> None:
-        """The agent's session ended in a script given ``scopes``: what it listed is
-        released, so those scopes need not be given again."""
-        found = self._listed.get(agent_id)
-        if found is not None:
-            found.difference_update(scopes)
-            if not found:
-                del self._listed[agent_id]
-
-    def granted_here(self, session_id: str) -> list[tuple[str, str]]:
-        """(reservation id, scope) of the session's reservations this client granted in
-        scopes of another shard than its agent's (those of the same shard go with the
-        session's end, in its script) and has not seen released (a hint: the release
-        script checks each)."""
-        shard = self.keys.shard_of(session_id.partition("@")[2])
-        return [
-            (rid, scope)
-            for rid, (scope, sid) in self._scopes.items()
-            if sid == session_id and self.keys.scope_keys(scope).shard != shard
-        ]
-
-    def dead_here(self, agent_id: str, live: str | None = None) -> list[str]:
-        """Sessions of ``agent_id`` but ``live`` that this client granted reservations
-        to (after a supersede or revoke they can no longer act)."""
-        if not self._scopes:
-            return []
-        return sorted(
-            {
-                sid
-                for _, sid in self._scopes.values()
-                if sid != live and sid.partition("@")[2] == agent_id
-            }
-        )
-
-    def release_ended(self, session_id: str, message: str = "session ended") -> Plan[int]:
-        """Release at once what this client granted to a session that just ended, was
-        superseded or revoked, in scopes of another shard than its agent's, instead of
-        leaving it to the worker's reaper (best effort: the reaper still covers it).
-        ``message`` names the ending."""
+    def release_ended(self, agent_id: str, live: str | None, message: str) -> Plan[int]:
+        """After a script ended the agent's session (``live``: the session that now
+        holds its lease, if any): what that script released (the agent's own shard) is
+        forgotten, and what this client granted the agent's other sessions in scopes of
+        other shards is released at once, instead of leaving it to the worker's reaper
+        (best effort: the reaper still covers it). ``message`` names the ending."""
+        entries = self._granted.get(agent_id)
+        if not entries:
+            return 0
         released = 0
-        for rid, scope in self.granted_here(session_id):
-            self._scopes.pop(rid, None)
-            call = self._release_call(
-                self.keys.scope_keys(scope), scope, "session", session_id,
-                "reservation_released", message, "session", (rid,),
-            )  # fmt: skip
-            released += int((yield call))
+        for rid, (scope, sid, in_slot) in list(entries.items()):
+            if sid == live:
+                continue
+            del entries[rid]
+            if not in_slot:
+                call = self._release_call(
+                    self.keys.scope_keys(scope), scope, "session", sid,
+                    "reservation_released", message, "session", (rid,),
+                )  # fmt: skip
+                released += int((yield call))
+        if not entries:
+            self._granted.pop(agent_id, None)
         return released
 
     def scope_keys_of(self, shard: int, scopes: Sequence[str]) -> list[str]:
@@ -422,11 +405,10 @@ class ReservationCore:
 
     def release(self, agent_id: str, session_id: str, reservation_id: str) -> Plan[bool]:
         """Release a reservation of the session; False when it holds no such one."""
-        _agent, sid = self._session(agent_id, session_id)
+        agent, sid = self._session(agent_id, session_id)
         rid, shard = validation.reservation_id(reservation_id)
-        cached = self._scopes.pop(rid, None)
-        if cached is not None:
-            scope = cached[0]
+        scope = self._cached(agent, rid, forget=True)
+        if scope is not None:
             call = self._release_call(
                 self.keys.scope_keys(scope), scope, "session", sid,
                 "reservation_released", "", "holder", (rid,),
@@ -464,8 +446,7 @@ class ReservationCore:
         agent, sid = self._session(agent_id, session_id)
         rid, shard = validation.reservation_id(reservation_id)
         ttl_arg = "" if ttl is None else round(validation.ttl_seconds(ttl) * 1000)
-        cached = self._scopes.get(rid)
-        scope = None if cached is None else cached[0]
+        scope = self._cached(agent, rid)
         if scope is None:
             found = yield from self._scope_of(rid, shard)
             if found is None or found[1] != sid:
@@ -484,7 +465,7 @@ class ReservationCore:
         if code == LEASE:
             raise SessionLeaseExpired(agent, sid, reply[1])
         if code == NOT_HELD:
-            self._scopes.pop(rid, None)
+            self._cached(agent, rid, forget=True)
             raise ReservationNotHeld(rid)
         if code != GRANTED:
             raise UnexpectedReply(f"unknown script reply {reply!r}")
