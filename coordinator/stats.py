@@ -371,7 +371,7 @@ def _groups_plan(streams: Sequence[str], group: str) -> Plan[dict[str, Mapping[s
     )
     found: dict[str, Mapping[str, Any]] = {}
     for stream, infos in zip(streams, replies, strict=True):
-        if isinstance(infos, Exception):  # deleted since the length was read
+        if not _ok(infos):  # deleted since the length was read
             continue
         for info in infos:
             if _text(info.get("name")) == group:
@@ -396,11 +396,7 @@ def _detail_plan(streams: Mapping[int, str], group: str) -> Plan[dict[int, tuple
         errors_in_place=True,
     )
     found = {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(streams)}
-    return {
-        s: reply
-        for s, reply in found.items()
-        if not any(isinstance(part, Exception) for part in reply)  # gone meanwhile
-    }
+    return {s: reply for s, reply in found.items() if all(map(_ok, reply))}  # else gone meanwhile
 
 
 def _backlog_plan(
