@@ -8,6 +8,7 @@ measured against the Redis server clock (``now``), never the local one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,6 +82,11 @@ def reservation_json(reservation: Reservation, now: datetime) -> dict[str, Any]:
         "ttl_seconds": reservation.ttl,
         "reason": reservation.reason,
     }
+
+
+def reservation_counts(held: Sequence[Reservation]) -> dict[str, int]:
+    """``reservations`` of ``coordinator status --json`` (and the dashboard's health)."""
+    return {"held": len(held), "scopes": len({r.scope for r in held})}
 
 
 def project_json(record: AgentProject) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import click
 from coordinator.cli.base import CliState, handles_errors
 from coordinator.cli.output import byte_size, duration, emit_json, emit_table
 from coordinator.server import ServerFacts
+from coordinator.shapes import reservation_counts
 from coordinator.stats import NamespaceStats, StreamStats
 
 STREAM_HEADERS = (
@@ -32,8 +33,7 @@ def status_command(state: CliState, as_json: bool, all_shards: bool) -> None:
     """
     client = state.diagnostic_client()
     stats = client.stats()
-    held = client.list_reservations()
-    reservations = {"held": len(held), "scopes": len({r.scope for r in held})}
+    reservations = reservation_counts(client.list_reservations())
     if as_json:
         emit_json({**stats.to_json(), "reservations": reservations})
     else:

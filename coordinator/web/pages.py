@@ -281,8 +281,7 @@ async def health_live(request: Request) -> Response:
 
 async def _reservation_counts(dashboard: Dashboard) -> dict[str, int]:
     """As in ``coordinator status --json``."""
-    held = await dashboard.client.list_reservations()
-    return {"held": len(held), "scopes": len({r.scope for r in held})}
+    return shapes.reservation_counts(await dashboard.client.list_reservations())
 
 
 # --- reservations -------------------------------------------------------------------------
