@@ -88,7 +88,7 @@ class Dashboard:
             event_types=[e.value for e in EventType],
         )
 
-    def render(self, name: str, request: Request | None = None, **context: Any) -> str:
+    def render(self, name: str, **context: Any) -> str:
         settings = self.client.settings
         context.setdefault("namespace", settings.namespace)
         context.setdefault("redis_url", settings.safe_redis_url)
