@@ -37,7 +37,7 @@ from coordinator.errors import (
 from coordinator.events import matching_events
 from coordinator.failures import Backoff, Failures, out_of_memory
 from coordinator.keys import KeySpace
-from coordinator.listing import FIELDS, leases_plan, records_plan
+from coordinator.listing import FIELDS, leases_plan, records_plan, trusted_lease
 from coordinator.models import AgentEvent, AgentProject, Lease, Session
 from coordinator.reservations import MAX_SCOPE_ROUNDS, SCOPES_NEEDED, ReservationCore
 from coordinator.server import ServerFacts, every_node, eviction_refusal, server_facts
@@ -762,16 +762,7 @@ def _token_of(session_id: str | None) -> int | None:
 
 
 def lease_from(agent: str, reply: Sequence[Any]) -> Lease | None:
+    """One agent's lease from its hash's ``LEASE_FIELDS`` (None: no live lease), built
+    as the listing builds it (equal to a validated one: tests/test_listing.py)."""
     sid, start, heartbeat, deadline, ttl, meta = reply
-    if not sid:
-        return None
-    return Lease(
-        session_id=sid,
-        agent_id=agent,
-        fencing_token=validation.session_id(sid)[1],
-        started_at=_dt(start),
-        last_heartbeat=_dt(heartbeat),
-        expires_at=_dt(deadline),
-        ttl=int(ttl) / 1000,
-        metadata=validation.decode_metadata(meta),
-    )
+    return trusted_lease(agent, sid, start, heartbeat, deadline, ttl, meta) if sid else None
