@@ -40,10 +40,7 @@ if live == sid then
 end
 if not live then
   reap_lapsed(lease_key, agent_key, index_key, stream, agent)
-  if #of > 0 then
-    local last, etype, message = rsv_death(agent_key)
-    rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, last, etype, message)
-  end
+  rsv_release_dead(of_key, of, given, agent_key, idx_key, ids_key, stream)
 end
 if foreign ~= '1' then
   local a = redis.call('HMGET', agent_key, 'sid', 'st')

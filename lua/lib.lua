@@ -206,12 +206,14 @@ local function rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, s
   return released
 end
 
--- How the agent's latest session (agent hash sid, st) ended, as the event and message
--- of its reservations' release: its sid, event type, message. For a script that found
--- no live lease (a lapsed one it reaped itself reads as expired too).
-local function rsv_death(agent_key)
+-- Release the agent's listed reservations (see rsv_release_listed) for a script that
+-- found no live lease: its latest session (agent hash sid, st) is over, and the agent
+-- hash says how (a lapsed one this script reaped itself reads as expired too).
+local function rsv_release_dead(of_key, of, given, agent_key, idx_key, ids_key, stream)
+  if #of == 0 then return 0 end
   local a = redis.call('HMGET', agent_key, 'sid', 'st')
-  if a[2] == 'e' then return a[1], 'reservation_released', 'session ended' end
-  if a[2] == 'r' then return a[1], 'reservation_released', 'session revoked' end
-  return a[1], 'reservation_expired', 'session expired'
+  local etype, message = 'reservation_expired', 'session expired'
+  if a[2] == 'e' then etype, message = 'reservation_released', 'session ended' end
+  if a[2] == 'r' then etype, message = 'reservation_released', 'session revoked' end
+  return rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, a[1], etype, message)
 end

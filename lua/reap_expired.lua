@@ -33,10 +33,7 @@ for i = 1, n do
     end
   elseif reap_lapsed(lease_key, agent_key, index_key, stream, ARGV[1 + i]) == 1 then
     reaped = reaped + 1
-    if #of > 0 then
-      local last, etype, message = rsv_death(agent_key)
-      rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, last, etype, message)
-    end
+    rsv_release_dead(of_key, of, given, agent_key, idx_key, ids_key, stream)
   end
 end
 return {reaped, unpack(wanted)}

@@ -29,10 +29,7 @@ if #missing > 0 then return {9, unpack(missing)} end
 local live = redis.call('HGET', lease_key, 'sid')
 if not live then
   reap_lapsed(lease_key, agent_key, index_key, stream, agent)
-  if #of > 0 then
-    local last, etype, message = rsv_death(agent_key)
-    rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, last, etype, message)
-  end
+  rsv_release_dead(of_key, of, given, agent_key, idx_key, ids_key, stream)
   return {0, 0, ''}
 end
 redis.call('DEL', lease_key)

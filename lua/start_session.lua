@@ -48,10 +48,7 @@ if live[1] then
                      'reservation_released', 'session superseded')
 else
   reap_lapsed(lease_key, agent_key, index_key, stream, agent)
-  if #of > 0 then
-    local last, etype, message = rsv_death(agent_key)
-    rsv_release_listed(of_key, of, given, idx_key, ids_key, stream, last, etype, message)
-  end
+  rsv_release_dead(of_key, of, given, agent_key, idx_key, ids_key, stream)
 end
 local sid = token .. '-' .. nonce .. '@' .. agent
 -- The start is audited first and its event's millisecond is the session's start: one
