@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import redis
 
 from coordinator.calls import Ahead, Collect
 from coordinator.keys import KeySpace
+from coordinator.listing import FIELDS as LEASE_FIELDS
 from coordinator.listing import SHARDS_IN_FLIGHT, leases_from, leases_plan, trusted_lease
 from coordinator.models import Lease
 from coordinator.scripts import digest, sources
@@ -37,12 +39,13 @@ FIELDS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("fields", FIELDS)
-def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None:
+def validated_lease(agent: str, fields: Sequence[Any]) -> Lease:
+    """The Lease of one agent's lease-hash fields through pydantic's validation (the
+    oracle: independent of listing.py's decoding)."""
     sid, start, hb, exp, ttl, meta = fields
-    validated = Lease(
+    return Lease(
         session_id=sid,
-        agent_id="agent-a",
+        agent_id=agent,
         fencing_token=int(sid.split("-")[0]),
         started_at=ms_to_datetime(start),
         last_heartbeat=ms_to_datetime(hb),
@@ -50,6 +53,11 @@ def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None
         ttl=int(ttl) / 1000,
         metadata=decode_metadata(meta),
     )
+
+
+@pytest.mark.parametrize("fields", FIELDS)
+def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None:
+    validated = validated_lease("agent-a", fields)
     trusted_lease("agent-a", *fields)  # the second one adds a known gap to a datetime
     fast = trusted_lease("agent-a", *fields)
     assert fast == validated
@@ -60,7 +68,7 @@ def test_a_trusted_lease_is_the_validated_lease(fields: tuple[Any, ...]) -> None
     assert json.loads(fast.model_dump_json()) == json.loads(validated.model_dump_json())
     assert fast.model_fields_set == validated.model_fields_set
     assert repr(fast) == repr(validated)
-    if meta is None:  # frozen: hashable by value (a metadata dict is not hashable)
+    if fields[5] is None:  # frozen: hashable by value (a metadata dict is not hashable)
         assert hash(fast) == hash(validated)
     assert pickle.loads(pickle.dumps(fast)) == validated
     assert fast.model_copy(update={"ttl": 1.0}) == validated.model_copy(update={"ttl": 1.0})
@@ -93,9 +101,15 @@ def test_the_digest_is_the_sha_redis_py_runs_the_script_by() -> None:
 # --- against real servers (and clusters) --------------------------------------------------
 
 
-def one_by_one(client: Any, agents: list[str]) -> list[Lease]:
-    """Each agent's lease read on its own (HMGET and pydantic's validation)."""
-    return [lease for agent in agents for lease in client.list_leases(agent)]
+def one_by_one(client: Any, raw: redis.Redis, agents: list[str]) -> list[Lease]:
+    """Each agent's lease read on its own: HMGET of its hash and pydantic's validation
+    (not ``client.list_leases(agent)``, which builds it with the listing's decoder)."""
+    leases = []
+    for agent in agents:
+        fields = raw.hmget(client.keys.lease(agent), *LEASE_FIELDS)
+        if fields[0] is not None:
+            leases.append(validated_lease(agent, fields))
+    return leases
 
 
 def by_agent(leases: list[Lease]) -> list[Lease]:
@@ -104,7 +118,7 @@ def by_agent(leases: list[Lease]) -> list[Lease]:
     return sorted(leases, key=lambda lease: lease.agent_id)
 
 
-def test_the_listing_is_the_leases_read_one_by_one(client: Any) -> None:
+def test_the_listing_is_the_leases_read_one_by_one(client: Any, raw: redis.Redis) -> None:
     agents = [f"agent-{i}" for i in range(120)] + ["агент 🤖", "a b"]
     metadata: list[dict[str, Any] | None] = [
         None, {"host": "h"}, {"nested": {"x": [1, 2.5, None]}, "note": "a\nb\u0000"}, {},
@@ -114,7 +128,7 @@ def test_the_listing_is_the_leases_read_one_by_one(client: Any) -> None:
         sessions[agent] = client.start_session(agent, metadata[i % 4], ttl=30 + i % 3)
     for agent in agents[::5]:
         client.heartbeat_session(sessions[agent].session_id)
-    expected = one_by_one(client, agents)
+    expected = one_by_one(client, raw, agents)
     assert len(expected) == len(agents)
     for listing in (client.list_leases(), list(client.iter_leases(page_size=1)),
                     list(client.iter_leases(page_size=7))):  # fmt: skip
@@ -144,17 +158,17 @@ def test_leases_that_lapsed_but_await_the_reaper_are_left_out(
     wait_until(lambda: not any(raw.exists(keys.lease(a)) for a in lapsed))
     # Still in the index: nothing reaped them.
     assert all(raw.zscore(keys.agent_keys(a).index, a) is not None for a in lapsed)
-    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, live))
+    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, raw, live))
     assert client.cleanup_expired_sessions() == len(lapsed)
-    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, live))
+    assert by_agent(client.list_leases()) == by_agent(one_by_one(client, raw, live))
 
 
-def test_more_shards_than_are_walked_at_once(make_client: Any) -> None:
+def test_more_shards_than_are_walked_at_once(make_client: Any, raw: redis.Redis) -> None:
     client = make_client(namespace="many", shards=4 * SHARDS_IN_FLIGHT + 3)
     agents = [f"agent-{i}" for i in range(300)]
     for agent in agents:
         client.start_session(agent)
-    expected = by_agent(one_by_one(client, agents))
+    expected = by_agent(one_by_one(client, raw, agents))
     assert by_agent(client.list_leases()) == expected
     assert by_agent(list(client.iter_leases(page_size=2))) == expected
 
@@ -209,7 +223,7 @@ def test_a_flushed_script_cache_is_reloaded_mid_listing(client: Any, raw: redis.
     agents = [f"agent-{i}" for i in range(50)]
     for agent in agents:
         client.start_session(agent)
-    expected = by_agent(one_by_one(client, agents))
+    expected = by_agent(one_by_one(client, raw, agents))
     leases = client.iter_leases(page_size=2)
     first = next(leases)
     raw.script_flush()
